@@ -1,0 +1,460 @@
+"""Disk tier: one immutable file per object version, committed by a checksummed manifest log.
+
+Layout under `path`::
+
+    LOCK                          flock'ed while a store has the directory open
+    manifest.log                  append-only records: PUT(namespace, key, file id, meta) / DEL
+    objects/<aa>/<hash>-<id>.obj  codec-format files (header with per-block crc32 + payload)
+
+Why this design rather than temp+rename or a segment log:
+
+- A put writes a *new* file named by the key's hash and a random version id, fsyncs it, then
+  appends a PUT record to the manifest; the record is the commit point. A file is never
+  modified in place, so there is no window in which a reader or a crash sees half an object
+  under a committed name, and concurrent writers of one key never share a file (the store's
+  index decides which version wins; the loser's file is removed). This gives temp+rename's
+  atomicity without the rename, and the manifest gives what a directory alone cannot:
+- Reopening replays the manifest (small fixed-layout records, each with its own crc32) and does
+  not open, stat or list object files, so 100k objects reopen in well under a second. A torn
+  last record (SIGKILL or power loss mid-append) fails its crc and is truncated away; every
+  record whose put returned was written before the put returned, so it survives a SIGKILL
+  (and, with `fsync`, power loss).
+- A cache evicts constantly. With one file per object an eviction is an unlink that frees the
+  space at once; an append-only segment log would need compaction (rewriting live data) to
+  reclaim space, costing write bandwidth in exactly the regime where the tier is busy. Objects
+  here are large (256 KiB to tens of MiB), so per-file overhead is small. The manifest itself
+  is compacted (rewritten from the live records) when dead records outnumber live ones.
+- Files left by crashed writers (written but never committed) are removed by a background
+  scrub at open, which only touches files older than the open.
+
+Reads verify the header (namespace and key must match: a file can never be served under another
+name) and each 1 MiB block's crc32 while the kernel reads ahead the rest of the file
+(`POSIX_FADV_WILLNEED`), so verification overlaps the I/O. A failed check raises
+`CorruptObjectError`; the store logs it, removes the object and reports a miss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import logging
+import math
+import os
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tiergate.tiers import codec
+from tiergate.tiers.base import Kind, ObjectMeta, TierName
+from tiergate.tiers.errors import CorruptObjectError, StorageError, TierFullError
+from tiergate.tiers.values import Value, from_raw
+
+log = logging.getLogger(__name__)
+
+FullKey = tuple[str, str]
+
+_REC = struct.Struct("<II")  # body length, crc32(body)
+_PUT = struct.Struct(
+    "<BQQQdddHHBB"
+)  # op, file id, file size, size, cost, created, expires, ns/key/dtype len, ndim
+_DEL = struct.Struct("<BHH")
+_OP_PUT, _OP_DEL = 1, 2
+_KINDS = {Kind.BYTES: 0, Kind.NUMPY: 1, Kind.TORCH: 2}
+_KIND_OF = {v: k for k, v in _KINDS.items()}
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_READ_PREFIX = 4096
+
+
+@dataclass(slots=True)
+class DiskRecord:
+    """A committed object as replayed from the manifest."""
+
+    meta: ObjectMeta
+    file_id: int
+    file_size: int
+
+
+def key_hash(fk: FullKey) -> str:
+    ns, key = fk
+    return hashlib.blake2b(f"{ns}\x00{key}".encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def _put_record(meta: ObjectMeta, file_id: int, file_size: int) -> bytes:
+    ns, key, dt = meta.namespace.encode(), meta.key.encode("utf-8", "surrogatepass"), meta.dtype.encode()
+    body = b"".join(
+        (
+            _PUT.pack(
+                _OP_PUT,
+                file_id,
+                file_size,
+                meta.size,
+                meta.cost,
+                meta.created_at,
+                math.nan if meta.expires_at is None else meta.expires_at,
+                len(ns),
+                len(key),
+                len(dt),
+                len(meta.shape),
+            ),
+            ns,
+            key,
+            dt,
+            struct.pack(f"<{len(meta.shape)}Q", *meta.shape),
+        )
+    )
+    body += bytes((_KINDS[meta.kind],))  # the kind byte follows the shape
+    return _REC.pack(len(body), zlib.crc32(body)) + body
+
+
+def _del_record(fk: FullKey) -> bytes:
+    ns, key = fk[0].encode(), fk[1].encode("utf-8", "surrogatepass")
+    body = _DEL.pack(_OP_DEL, len(ns), len(key)) + ns + key
+    return _REC.pack(len(body), zlib.crc32(body)) + body
+
+
+def _full_error(path: Path, exc: OSError, what: str) -> StorageError:
+    if exc.errno in _FULL_ERRNOS:
+        return TierFullError(
+            f"disk tier full: no space left on the device of {path} while {what} ({exc.strerror})",
+            tier=TierName.DISK,
+            path=str(path),
+        )
+    return StorageError(
+        f"disk tier I/O error at {path} while {what}: {exc}", tier=TierName.DISK, path=str(path)
+    )
+
+
+class DiskTier:
+    name = TierName.DISK
+
+    def __init__(self, path: str | os.PathLike[str], budget_bytes: int, *, fsync: bool = True) -> None:
+        self.path = Path(path)
+        self.budget_bytes = int(budget_bytes)
+        self.fsync = fsync
+        self._objects = self.path / "objects"
+        self._manifest_path = self.path / "manifest.log"
+        self._mlock = threading.Lock()
+        self._live: dict[FullKey, bytes] = {}
+        self._file_ids: dict[FullKey, int] = {}
+        self._records = 0
+        self._mfd = -1
+        self._msize = 0
+        self._lock_fd = -1
+        self._scrub_thread: threading.Thread | None = None
+        self.open_seconds = 0.0
+        self.replayed = 0
+
+    # ---- open / close ----------------------------------------------------------------------
+
+    def open(self) -> list[DiskRecord]:
+        """Lock the directory, replay the manifest and return the live objects in commit order."""
+        t0 = time.perf_counter()
+        opened_at = time.time()
+        try:
+            self._objects.mkdir(parents=True, exist_ok=True)
+            for i in range(256):
+                (self._objects / f"{i:02x}").mkdir(exist_ok=True)
+            self._lock_fd = os.open(self.path / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise _full_error(self.path, e, "creating the tier directory") from e
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+            raise StorageError(
+                f"disk tier directory {self.path} is in use by another process",
+                tier=TierName.DISK,
+                path=str(self.path),
+            ) from e
+        records = self._replay()
+        self._mfd = os.open(self._manifest_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._msize = os.fstat(self._mfd).st_size
+        self.open_seconds = time.perf_counter() - t0
+        self._scrub_thread = threading.Thread(
+            target=self._scrub, args=(opened_at,), name="tiergate-disk-scrub", daemon=True
+        )
+        self._scrub_thread.start()
+        return records
+
+    def _replay(self) -> list[DiskRecord]:
+        try:
+            data = self._manifest_path.read_bytes()
+        except FileNotFoundError:
+            return []
+        live: dict[FullKey, DiskRecord] = {}
+        raw: dict[FullKey, bytes] = {}
+        mv = memoryview(data)
+        pos, n, count = 0, len(data), 0
+        rec_size, put_size = _REC.size, _PUT.size
+        unpack_rec, unpack_put, crc32 = _REC.unpack_from, _PUT.unpack_from, zlib.crc32
+        while pos + rec_size <= n:
+            blen, crc = unpack_rec(data, pos)
+            start, end = pos + rec_size, pos + rec_size + blen
+            if end > n or blen == 0 or crc32(mv[start:end]) != crc:
+                break
+            op = data[start]
+            try:
+                if op == _OP_PUT:
+                    _, fid, fsize, size, cost, created, expires, nl, kl, dl, nd = unpack_put(data, start)
+                    p = start + put_size
+                    ns = data[p : p + nl].decode()
+                    key = data[p + nl : p + nl + kl].decode("utf-8", "surrogatepass")
+                    p += nl + kl
+                    dtype = data[p : p + dl].decode()
+                    p += dl
+                    shape = struct.unpack_from(f"<{nd}Q", data, p)
+                    kind = _KIND_OF[data[p + 8 * nd]]
+                    fk = (ns, key)
+                    live.pop(fk, None)  # keep commit order: a re-put moves to the end
+                    live[fk] = DiskRecord(
+                        ObjectMeta(
+                            ns,
+                            key,
+                            size,
+                            kind,
+                            dtype,
+                            shape,
+                            cost,
+                            created,
+                            created,
+                            None if expires != expires else expires,
+                        ),
+                        fid,
+                        fsize,
+                    )
+                    raw[fk] = data[pos:end]
+                elif op == _OP_DEL:
+                    _, nl, kl = _DEL.unpack_from(data, start)
+                    p = start + _DEL.size
+                    fk = (
+                        data[p : p + nl].decode(),
+                        data[p + nl : p + nl + kl].decode("utf-8", "surrogatepass"),
+                    )
+                    live.pop(fk, None)
+                    raw.pop(fk, None)
+                else:
+                    break
+            except (UnicodeDecodeError, KeyError, struct.error, IndexError):
+                break
+            pos = end
+            count += 1
+        if pos < n:
+            log.warning("disk tier %s: discarding %d bytes of torn manifest tail", self.path, n - pos)
+            with open(self._manifest_path, "r+b") as f:
+                f.truncate(pos)
+                f.flush()
+                os.fsync(f.fileno())
+        self._live = raw
+        self._file_ids = {fk: r.file_id for fk, r in live.items()}
+        self._records = count
+        self.replayed = len(live)
+        return list(live.values())
+
+    def _scrub(self, before: float) -> None:
+        """Remove object files no manifest record references (crashed writers), older than open."""
+        with self._mlock:
+            ids = list(self._file_ids.items())
+        wanted = {f"{key_hash(fk)}-{fid:016x}.obj" for fk, fid in ids}
+        removed = 0
+        try:
+            for d in os.scandir(self._objects):
+                if not d.is_dir():
+                    continue
+                for f in os.scandir(d.path):
+                    if f.name in wanted:
+                        continue
+                    try:
+                        if f.stat().st_mtime < before:
+                            os.unlink(f.path)
+                            removed += 1
+                    except FileNotFoundError:
+                        pass
+        except OSError as e:
+            log.warning("disk tier %s: scrub stopped: %s", self.path, e)
+        if removed:
+            log.info("disk tier %s: removed %d uncommitted object files", self.path, removed)
+
+    def close(self) -> None:
+        if self._scrub_thread is not None:
+            self._scrub_thread.join()
+            self._scrub_thread = None
+        with self._mlock:
+            if self._mfd >= 0:
+                if self.fsync:
+                    os.fsync(self._mfd)
+                os.close(self._mfd)
+                self._mfd = -1
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = -1
+
+    # ---- files -------------------------------------------------------------------------------
+
+    def file_path(self, fk: FullKey, file_id: int) -> Path:
+        h = key_hash(fk)
+        return self._objects / h[:2] / f"{h}-{file_id:016x}.obj"
+
+    def write(self, fk: FullKey, head: bytes, payload: memoryview) -> tuple[int, int]:
+        """Write a new, not yet committed version file; returns (file id, file size)."""
+        while True:
+            file_id = int.from_bytes(os.urandom(8), "little") >> 1
+            path = self.file_path(fk, file_id)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                break
+            except FileExistsError:
+                continue
+            except OSError as e:
+                raise _full_error(self.path, e, "creating an object file") from e
+        total = len(head) + len(payload)
+        try:
+            try:
+                bufs = [memoryview(head), payload]
+                while bufs:
+                    n = os.writev(fd, bufs)
+                    while bufs and n >= len(bufs[0]):
+                        n -= len(bufs[0])
+                        bufs.pop(0)
+                    if bufs and n:
+                        bufs[0] = bufs[0][n:]
+                if self.fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            _unlink(path)
+            raise _full_error(self.path, e, f"writing {total} bytes") from e
+        return file_id, total
+
+    def discard(self, fk: FullKey, file_id: int) -> None:
+        _unlink(self.file_path(fk, file_id))
+
+    def read(
+        self,
+        meta: ObjectMeta,
+        file_id: int,
+        file_size: int,
+        alloc: Callable[[int], object | None] | None = None,
+    ) -> Value:
+        """Read, verify and decode one object. Raises FileNotFoundError or CorruptObjectError."""
+        fk = (meta.namespace, meta.key)
+        fd = os.open(self.file_path(fk, file_id), os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            if size != file_size:
+                raise CorruptObjectError(f"object file is {size} bytes, manifest says {file_size}")
+            os.posix_fadvise(fd, 0, size, os.POSIX_FADV_WILLNEED)
+            head = os.pread(fd, min(_READ_PREFIX, size), 0)
+            hlen = codec.header_length(head)
+            if hlen > len(head):
+                head = os.pread(fd, hlen, 0)
+            header = codec.parse_header(head)
+            if (header.namespace, header.key) != fk:
+                raise CorruptObjectError("object file belongs to another key")
+            n = header.nbytes
+            if hlen + n != size:
+                raise CorruptObjectError(f"object file is {size} bytes, header says {hlen + n}")
+            buf = alloc(n) if alloc is not None and header.kind is Kind.TORCH else None
+            if buf is None:
+                buf = bytearray(n)
+                mv = memoryview(buf)
+            else:
+                mv = memoryview(buf.numpy()).cast("B")  # type: ignore[attr-defined]
+            bs = header.block_size
+            for i, off in enumerate(range(0, n, bs)):
+                block = mv[off : off + bs]
+                got = os.preadv(fd, [block], hlen + off)
+                if got != len(block):
+                    raise CorruptObjectError(f"short read at payload offset {off}")
+                codec.verify_block(header, i, block)
+        finally:
+            os.close(fd)
+        return from_raw(buf, header.kind, header.dtype, header.shape)
+
+    # ---- manifest ----------------------------------------------------------------------------
+
+    def _append(self, rec: bytes) -> None:
+        try:
+            n = os.write(self._mfd, rec)
+            if n != len(rec):
+                raise OSError(errno.ENOSPC, "short manifest write")
+        except OSError as e:
+            with contextlib.suppress(OSError):  # never leave a torn record mid-log
+                os.ftruncate(self._mfd, self._msize)
+            raise _full_error(self.path, e, "appending to the manifest") from e
+        self._msize += len(rec)
+        self._records += 1
+
+    def commit(self, meta: ObjectMeta, file_id: int, file_size: int) -> int | None:
+        """Make a written file the current version of its key. Returns the replaced file id."""
+        fk = (meta.namespace, meta.key)
+        rec = _put_record(meta, file_id, file_size)
+        with self._mlock:
+            self._append(rec)
+            self._live[fk] = rec
+            old = self._file_ids.get(fk)
+            self._file_ids[fk] = file_id
+            self._maybe_compact()
+        return old
+
+    def remove(self, fk: FullKey) -> int | None:
+        """Forget a key (DEL record). Returns its file id, for the caller to unlink."""
+        with self._mlock:
+            if fk not in self._file_ids:
+                return None
+            self._append(_del_record(fk))
+            self._live.pop(fk, None)
+            self._maybe_compact()
+            return self._file_ids.pop(fk)
+
+    def sync(self) -> None:
+        """fsync the manifest (after commit/remove, outside the store lock)."""
+        if self.fsync:
+            with self._mlock:
+                fd = self._mfd
+                if fd >= 0:
+                    os.fsync(fd)
+
+    def _maybe_compact(self) -> None:
+        if self._records <= 2 * len(self._live) + 10_000:
+            return
+        tmp = self._manifest_path.with_suffix(".tmp")
+        data = b"".join(self._live.values())
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self._manifest_path)
+            dfd = os.open(self.path, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError as e:
+            _unlink(tmp)
+            log.warning("disk tier %s: manifest compaction failed: %s", self.path, e)
+            return
+        os.close(self._mfd)
+        self._mfd = os.open(self._manifest_path, os.O_WRONLY | os.O_APPEND)
+        self._msize = len(data)
+        self._records = len(self._live)
+
+    def unlink(self, fk: FullKey, file_id: int) -> None:
+        _unlink(self.file_path(fk, file_id))
+
+
+def _unlink(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        log.warning("could not remove %s: %s", path, e)
