@@ -1,0 +1,66 @@
+"""The `tiergate` console script."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tiergate.config import Settings, load_settings
+from tiergate.errors import ConfigError
+
+app = typer.Typer(help="tiergate: a gateway that makes retrieval-augmented LLM serving cheap.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML config file (default: $TIERGATE_CONFIG).")
+]
+
+
+@app.callback()
+def _root() -> None:
+    """Keeps `tiergate` a command group even while it has one command."""
+
+
+def settings_or_exit(config: Path | None, **overrides: object) -> Settings:
+    try:
+        return load_settings(config, **overrides)
+    except ConfigError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind (overrides server.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to bind (overrides server.port).")] = None,
+) -> None:
+    """Serve the gateway (OpenAI-compatible API, admin, metrics)."""
+    import uvicorn
+
+    from tiergate.service import logs
+    from tiergate.service.app import create_app
+
+    settings = settings_or_exit(config)
+    if host is not None:
+        settings.server.host = host
+    if port is not None:
+        settings.server.port = port
+    logs.configure(settings.server.log_format, settings.server.log_level)
+    try:
+        application = create_app(settings)
+    except ConfigError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    uvicorn.run(application, host=settings.server.host, port=settings.server.port, log_config=None,
+                access_log=False, loop="uvloop", http="httptools", timeout_graceful_shutdown=30)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""The app factory: `create_app(settings)` wires every part; nothing is global."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from tiergate import __version__
+from tiergate.config import Settings
+from tiergate.engine.generate import Engine
+from tiergate.engine.runner import EngineRunner
+from tiergate.errors import ConfigError
+from tiergate.models import load_generator
+from tiergate.service import errors
+from tiergate.service.auth import Authenticator
+from tiergate.service.backends.base import Backend
+from tiergate.service.backends.local import LocalBackend
+from tiergate.service.backends.openai import OpenAIBackend
+from tiergate.service.backends.router import Router
+from tiergate.service.deps import Services
+from tiergate.service.embeddings import EmbeddingService
+from tiergate.service.metrics import Metrics
+from tiergate.service.middleware import RequestContextMiddleware
+from tiergate.service.routes import health, openai
+
+log = logging.getLogger(__name__)
+
+
+def build_backends(settings: Settings) -> list[Backend]:
+    backends: list[Backend] = []
+    for cfg in settings.backends:
+        if cfg.kind == "openai":
+            backends.append(OpenAIBackend(cfg))
+            continue
+
+        def engine_factory() -> Engine:
+            if settings.engine.threads:
+                import torch
+
+                torch.set_num_threads(settings.engine.threads)
+            generator = load_generator(settings.models, settings.data_dir)
+            return Engine(generator, max_prompt_tokens=settings.engine.max_prompt_tokens)
+
+        runner = EngineRunner(engine_factory, workers=settings.engine.workers, queue_size=settings.engine.queue_size)
+        backends.append(LocalBackend(cfg, settings.engine, runner))
+    return backends
+
+
+def create_app(settings: Settings) -> FastAPI:
+    auth = Authenticator(settings.auth)
+    if auth.open and not settings.is_loopback_only():
+        raise ConfigError(
+            f"refusing to serve on {settings.server.host} without API keys: configure auth.api_keys "
+            "or bind to 127.0.0.1"
+        )
+    metrics = Metrics()
+    backends = build_backends(settings)
+    svc = Services(
+        settings=settings,
+        metrics=metrics,
+        auth=auth,
+        backends=backends,
+        router=Router(backends, metrics),
+        embeddings=EmbeddingService(settings.models),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        svc.embeddings.start()
+        for backend in backends:
+            await backend.start()
+        log.info("tiergate started", extra={"data_dir": str(settings.data_dir),
+                                            "backends": [b.name for b in backends]})
+        try:
+            yield
+        finally:
+            for backend in backends:
+                await backend.close()
+            svc.embeddings.close()
+
+    app = FastAPI(title="tiergate", version=__version__, lifespan=lifespan)
+    app.state.services = svc
+    errors.install(app)
+    app.include_router(openai.router)
+    app.include_router(health.router)
+    if settings.server.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.server.cors_origins,
+                           allow_methods=["GET", "POST", "DELETE"], allow_headers=["*"])
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.server.max_body_bytes)
+    return app

@@ -1,0 +1,44 @@
+"""What the routes share, built once by the app factory and reached through `request.app.state`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from tiergate.config import Settings
+from tiergate.service.auth import Authenticator, Principal
+from tiergate.service.backends.base import Backend
+from tiergate.service.backends.router import Router
+from tiergate.service.embeddings import EmbeddingService
+from tiergate.service.metrics import Metrics
+
+
+@dataclass
+class Services:
+    settings: Settings
+    metrics: Metrics
+    auth: Authenticator
+    backends: list[Backend]
+    router: Router
+    embeddings: EmbeddingService
+
+    @property
+    def ready(self) -> bool:
+        return self.embeddings.ready and all(b.ready for b in self.backends)
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def principal(request: Request) -> Principal:
+    who = request.app.state.services.auth.authenticate(request.headers.get("authorization"))
+    request.state.tenant = who.tenant
+    return who
+
+
+def admin(request: Request) -> Principal:
+    who = request.app.state.services.auth.admin(request.headers.get("authorization"))
+    request.state.tenant = who.tenant
+    return who
