@@ -608,6 +608,7 @@ class TieredStore:
                     raise
             old = self._entries.get(fk)
             if old is not None:
+                meta.pins = old.meta.pins  # pins belong to the key, not to one version
                 self._remove(old, work, superseded=disk_written is not None)
             if old_id is not None and old_id != (disk_written or (None,))[0]:
                 work.unlinks.append((fk, old_id))
