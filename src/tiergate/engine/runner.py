@@ -16,7 +16,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
-from tiergate.engine.generate import Engine, Event, GenerationRequest
+from tiergate.engine.generate import Engine, Event, Finished, GenerationRequest
 from tiergate.errors import OverloadedError, TiergateError, UnavailableError
 
 log = logging.getLogger(__name__)
@@ -53,8 +53,7 @@ class EngineRunner:
         try:
             engines = [self._factory()]
             # Workers share the weights: extra engines wrap the same loaded model.
-            engines += [Engine(engines[0].gen, max_prompt_tokens=engines[0].max_prompt_tokens)
-                        for _ in range(self._workers - 1)]
+            engines += [engines[0].sibling() for _ in range(self._workers - 1)]
         except BaseException as exc:
             log.exception("engine failed to load")
             self._failed = exc
@@ -129,11 +128,18 @@ class EngineRunner:
                 continue
             with self._lock:
                 self._busy += 1
+            done = False
             try:
                 for event in self._guarded(engine.run(job.request, job.cancel)):
+                    if done:
+                        continue  # work after the answer (storing computed KV): nobody waits on it
                     job.loop.call_soon_threadsafe(job.events.put_nowait, event)
+                    if isinstance(event, Finished):
+                        job.loop.call_soon_threadsafe(job.events.put_nowait, _DONE)
+                        done = True
             finally:
-                job.loop.call_soon_threadsafe(job.events.put_nowait, _DONE)
+                if not done:
+                    job.loop.call_soon_threadsafe(job.events.put_nowait, _DONE)
                 with self._lock:
                     self._busy -= 1
 
