@@ -38,9 +38,21 @@ class RedisProcess:
     def start(self) -> None:
         assert self.proc is None
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -92,3 +104,24 @@ def redis_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisPro
 def redis_server(redis_process: RedisProcess) -> str:
     """URL of a private, empty redis-server started for this test and stopped after it."""
     return redis_process.url
+
+
+# ---------------------------------------------------------------- models and settings
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def generator_dir() -> Path:
+    """The packaged SmolLM2, converted once to safetensors and kept under var/ between runs."""
+    from tiergate.models import packaged_generator_dir
+
+    return packaged_generator_dir(REPO / "var" / "test-models")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared test data not found at {SHARED_DATA}")
+    return SHARED_DATA

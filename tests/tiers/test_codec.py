@@ -11,8 +11,17 @@ from tiergate.tiers.values import convert, dtype_name, kind_of, nbytes, shape_of
 
 
 def meta_for(value, ns: str = "ns", key: str = "k") -> ObjectMeta:
-    return ObjectMeta(ns, key, nbytes(value), kind_of(value), dtype_name(value), shape_of(value), cost=2.5,
-                      created_at=10.0, expires_at=20.0)
+    return ObjectMeta(
+        ns,
+        key,
+        nbytes(value),
+        kind_of(value),
+        dtype_name(value),
+        shape_of(value),
+        cost=2.5,
+        created_at=10.0,
+        expires_at=20.0,
+    )
 
 
 VALUES = [

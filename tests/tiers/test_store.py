@@ -44,8 +44,14 @@ def test_lru_host_only_drops_least_recently_used(make_store) -> None:
 @pytest.mark.parametrize("policy", ["lru", "gdsf"])
 def test_demotion_host_to_disk_then_dropped(make_store, tmp_path, policy) -> None:
     # disk receives only demoted objects; budgets of 3 objects in host and 2 on disk
-    s = make_store(config(tmp_path, host={"budget_bytes": 3 * KB},
-                          disk={"budget_bytes": 2 * (KB + 400), "write_through": False}, policy=policy))
+    s = make_store(
+        config(
+            tmp_path,
+            host={"budget_bytes": 3 * KB},
+            disk={"budget_bytes": 2 * (KB + 400), "write_through": False},
+            policy=policy,
+        )
+    )
     for k in "abcde":
         s.put("ns", k, blob(ord(k)))
     check_invariants(s)
@@ -103,8 +109,14 @@ def test_gdsf_frequency_protects_hot_objects(make_store) -> None:
 
 def test_budgets_never_exceeded_under_random_workload(make_store, tmp_path) -> None:
     rng = random.Random(7)
-    s = make_store(config(tmp_path, host={"budget_bytes": 20 * KB},
-                          disk={"budget_bytes": 60 * KB, "write_through": False}, policy="gdsf"))
+    s = make_store(
+        config(
+            tmp_path,
+            host={"budget_bytes": 20 * KB},
+            disk={"budget_bytes": 60 * KB, "write_through": False},
+            policy="gdsf",
+        )
+    )
     keys = [f"k{i}" for i in range(40)]
     pinned: set[str] = set()
     for step in range(600):
@@ -113,9 +125,15 @@ def test_budgets_never_exceeded_under_random_workload(make_store, tmp_path) -> N
         if op < 0.5:
             size = rng.choice([100, 1000, 3000, 7000])
             kind = rng.choice(["bytes", "numpy", "torch"])
-            v = blob(step, size) if kind == "bytes" else (
-                np.full(size, step % 100, dtype=np.uint8) if kind == "numpy" else torch.full((size,), step % 100,
-                                                                                             dtype=torch.uint8))
+            v = (
+                blob(step, size)
+                if kind == "bytes"
+                else (
+                    np.full(size, step % 100, dtype=np.uint8)
+                    if kind == "numpy"
+                    else torch.full((size,), step % 100, dtype=torch.uint8)
+                )
+            )
             try:
                 s.put("ns", k, v, cost=rng.choice([1, 10, 100]))
             except TierFullError:
@@ -182,6 +200,7 @@ def test_ttl_expires_lazily_on_access(make_store, tmp_path) -> None:
     clock.advance(2)
     assert s.get("ns", "a") is None and not s.contains("ns", "a")
     assert s.get("ns", "b") == b"y"
+    assert len(list((tmp_path / "objects").rglob("*.obj"))) == 1  # a's file went with it
     assert s.stats()["tiers"]["host"]["expirations"] == 1
     check_invariants(s)
 
@@ -344,8 +363,9 @@ def test_stats_dict_and_prometheus_export(make_store, tmp_path) -> None:
 
 
 def test_concurrent_callers_keep_the_store_consistent(make_store, tmp_path) -> None:
-    s = make_store(config(tmp_path, host={"budget_bytes": 30 * KB},
-                          disk={"budget_bytes": 80 * KB, "write_through": False}))
+    s = make_store(
+        config(tmp_path, host={"budget_bytes": 30 * KB}, disk={"budget_bytes": 80 * KB, "write_through": False})
+    )
     errors: list[BaseException] = []
 
     def worker(seed: int) -> None:
@@ -361,7 +381,7 @@ def test_concurrent_callers_keep_the_store_consistent(make_store, tmp_path) -> N
                     assert v is None or len(set(v.tolist())) == 1  # never a torn or mixed value
                 else:
                     s.delete("ns", k)
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             errors.append(e)
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]

@@ -16,9 +16,7 @@ class _Section(BaseModel):
 
 
 class GpuTierConfig(_Section):
-    enabled: bool = Field(
-        True, description="Use GPU memory for torch tensors; ignored when CUDA is unavailable."
-    )
+    enabled: bool = Field(True, description="Use GPU memory for torch tensors; ignored when CUDA is unavailable.")
     budget_bytes: ByteSize = Field(ByteSize(2 << 30), description="GPU memory the tier may hold.")
     device: str = Field("cuda", description="torch device of the tier, e.g. 'cuda' or 'cuda:1'.")
 
@@ -40,17 +38,13 @@ class DiskTierConfig(_Section):
         description="Write every put to disk before it returns, so it survives a crash or restart. "
         "False: only objects demoted from memory reach disk (faster puts, not durable).",
     )
-    fsync: bool = Field(
-        True, description="fsync objects and the manifest before a put returns (survives power loss)."
-    )
+    fsync: bool = Field(True, description="fsync objects and the manifest before a put returns (survives power loss).")
 
 
 class RedisTierConfig(_Section):
     enabled: bool = Field(False, description="Use Redis as a tier shared by all replicas.")
     url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL (redis://, rediss://, unix://).")
-    timeout_s: float = Field(
-        0.25, gt=0, description="Socket connect/read timeout: the longest a call waits on Redis."
-    )
+    timeout_s: float = Field(0.25, gt=0, description="Socket connect/read timeout: the longest a call waits on Redis.")
     key_prefix: str = Field("tiergate:obj:", description="Prefix of every Redis key the store writes.")
     max_connections: int = Field(32, ge=1, description="Connection pool size.")
     retry_interval_s: float = Field(
@@ -58,9 +52,7 @@ class RedisTierConfig(_Section):
     )
     max_backoff_s: float = Field(30.0, gt=0, description="Upper bound of the doubling retry interval.")
     write_through: bool = Field(True, description="Copy every put to Redis so replicas share it.")
-    max_object_bytes: ByteSize = Field(
-        ByteSize(64 << 20), description="Larger objects are not written to Redis."
-    )
+    max_object_bytes: ByteSize = Field(ByteSize(64 << 20), description="Larger objects are not written to Redis.")
 
 
 class StoreConfig(_Section):
@@ -74,9 +66,7 @@ class StoreConfig(_Section):
         "gdsf", description="Eviction policy of every local tier: 'lru' or cost-aware 'gdsf'."
     )
     promote_on_hit: bool = Field(True, description="Move objects found in a slower tier up on a hit.")
-    default_ttl_s: float | None = Field(
-        None, gt=0, description="TTL of objects put without one; None: no expiry."
-    )
+    default_ttl_s: float | None = Field(None, gt=0, description="TTL of objects put without one; None: no expiry.")
     sweep_interval_s: float = Field(
         30.0, ge=0, description="Period of the background expiry sweep; 0 disables the thread."
     )

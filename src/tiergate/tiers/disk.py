@@ -60,9 +60,7 @@ log = logging.getLogger(__name__)
 FullKey = tuple[str, str]
 
 _REC = struct.Struct("<II")  # body length, crc32(body)
-_PUT = struct.Struct(
-    "<BQQQdddHHBB"
-)  # op, file id, file size, size, cost, created, expires, ns/key/dtype len, ndim
+_PUT = struct.Struct("<BQQQdddHHBB")  # op, file id, file size, size, cost, created, expires, ns/key/dtype len, ndim
 _DEL = struct.Struct("<BHH")
 _OP_PUT, _OP_DEL = 1, 2
 _KINDS = {Kind.BYTES: 0, Kind.NUMPY: 1, Kind.TORCH: 2}
@@ -125,9 +123,7 @@ def _full_error(path: Path, exc: OSError, what: str) -> StorageError:
             tier=TierName.DISK,
             path=str(path),
         )
-    return StorageError(
-        f"disk tier I/O error at {path} while {what}: {exc}", tier=TierName.DISK, path=str(path)
-    )
+    return StorageError(f"disk tier I/O error at {path} while {what}: {exc}", tier=TierName.DISK, path=str(path))
 
 
 class DiskTier:
@@ -149,6 +145,7 @@ class DiskTier:
         self._scrub_thread: threading.Thread | None = None
         self.open_seconds = 0.0
         self.replayed = 0
+        self.compact_min_records = 10_000  # compact when dead records exceed live ones by this
 
     # ---- open / close ----------------------------------------------------------------------
 
@@ -423,7 +420,7 @@ class DiskTier:
                     os.fsync(fd)
 
     def _maybe_compact(self) -> None:
-        if self._records <= 2 * len(self._live) + 10_000:
+        if self._records <= 2 * len(self._live) + self.compact_min_records:
             return
         tmp = self._manifest_path.with_suffix(".tmp")
         data = b"".join(self._live.values())

@@ -40,9 +40,7 @@ _HELP = {
 class TierStatsCollector(Collector):
     """Exports a store's stats; registers into `registry` when one is given (never the global one)."""
 
-    def __init__(
-        self, store: TieredStore, registry: CollectorRegistry | None = None, *, prefix: str = "tiergate_tier"
-    ):
+    def __init__(self, store: TieredStore, registry: CollectorRegistry | None = None, *, prefix: str = "tiergate_tier"):
         self._store = store
         self._prefix = prefix
         if registry is not None:
@@ -56,12 +54,8 @@ class TierStatsCollector(Collector):
         fams: list[Metric] = [GaugeMetricFamily(f"{p}_{g}", _HELP[g], labels=labels) for g in GAUGES]
         fams += [CounterMetricFamily(f"{p}_{c}", _HELP[c], labels=labels) for c in COUNTERS]
         fams.append(GaugeMetricFamily(f"{p}_budget_bytes", "Budget of the tier.", labels=["tier"]))
-        fams.append(
-            GaugeMetricFamily(f"{p}_used_bytes", "Bytes used or reserved in the tier.", labels=["tier"])
-        )
-        fams.append(
-            GaugeMetricFamily(f"{p}_redis_up", "1 while the Redis tier's circuit is closed.", labels=[])
-        )
+        fams.append(GaugeMetricFamily(f"{p}_used_bytes", "Bytes used or reserved in the tier.", labels=["tier"]))
+        fams.append(GaugeMetricFamily(f"{p}_redis_up", "1 while the Redis tier's circuit is closed.", labels=[]))
         fams.append(CounterMetricFamily(f"{p}_redis_failures", "Failed Redis calls.", labels=[]))
         return fams
 

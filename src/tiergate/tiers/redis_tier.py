@@ -36,9 +36,7 @@ T = TypeVar("T")
 class CircuitBreaker:
     """Closed: calls pass. Open: calls are refused until `open_until`, then one probe passes."""
 
-    def __init__(
-        self, retry_interval_s: float, max_backoff_s: float, clock: Callable[[], float] = time.monotonic
-    ):
+    def __init__(self, retry_interval_s: float, max_backoff_s: float, clock: Callable[[], float] = time.monotonic):
         self.retry_interval_s = retry_interval_s
         self.max_backoff_s = max_backoff_s
         self._clock = clock
@@ -103,18 +101,14 @@ class RedisTier:
 
     def _call(self, what: str, fn: Callable[[redis.Redis], T]) -> T:
         if not self.breaker.allow():
-            raise TierUnavailableError(
-                f"redis tier unavailable ({self.cfg.url}); retrying later", tier=self.name
-            )
+            raise TierUnavailableError(f"redis tier unavailable ({self.cfg.url}); retrying later", tier=self.name)
         try:
             result = fn(self._client)
         except (redis.RedisError, OSError) as e:
             self.breaker.failure()
             log.warning("redis tier %s failed (%s): %s", what, self.cfg.url, e)
             self._pool.disconnect(inuse_connections=False)
-            raise TierUnavailableError(
-                f"redis tier {what} failed at {self.cfg.url}: {e}", tier=self.name
-            ) from e
+            raise TierUnavailableError(f"redis tier {what} failed at {self.cfg.url}: {e}", tier=self.name) from e
         self.breaker.success()
         return result
 

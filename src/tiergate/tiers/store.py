@@ -185,9 +185,7 @@ class TieredStore:
                     self._evict(DISK, self._entries[fk], work)
             self._finish(work)
         self.open_seconds = time.perf_counter() - t0
-        log.info(
-            "disk tier %s: reopened %d objects in %.3f s", self.disk.path, len(records), self.open_seconds
-        )
+        log.info("disk tier %s: reopened %d objects in %.3f s", self.disk.path, len(records), self.open_seconds)
 
     def close(self) -> None:
         """Stop background threads and close the tiers. Idempotent."""
@@ -421,9 +419,7 @@ class TieredStore:
             try:
                 assert self.gpu is not None
                 host_value = (
-                    self.gpu.to_host(value, pin_memory=self._pin_memory)
-                    if isinstance(value, torch.Tensor)
-                    else value
+                    self.gpu.to_host(value, pin_memory=self._pin_memory) if isinstance(value, torch.Tensor) else value
                 )
             except Exception:
                 log.exception("demotion gpu->host failed")
@@ -575,16 +571,15 @@ class TieredStore:
         size = meta.size
         mem_tier = self._memory_target(value, size, tier)
         native = self._prepare(mem_tier, value) if mem_tier is not None else None
-        src = native if native is not None else value
+        # serialise from whichever copy is in host memory (a GPU copy would cost a device round trip)
+        src = value if native is None or _on_gpu(native) else native
         want_disk = (
             DISK in self._tiers
             and (self.config.disk.write_through or mem_tier is None or tier is DISK)
             and tier is not REDIS
         )
         want_redis = (
-            self.redis is not None
-            and self.config.redis.write_through
-            and (size <= self.config.redis.max_object_bytes)
+            self.redis is not None and self.config.redis.write_through and (size <= self.config.redis.max_object_bytes)
         )
         head = payload = None
         if want_disk or want_redis:
@@ -622,18 +617,20 @@ class TieredStore:
                 placed = self._admit_memory(e, mem_tier, native, work)
                 if not placed and mem_tier is GPU and HOST in self._tiers and self._fits(HOST, size):
                     placed = self._admit_memory(e, HOST, self._prepare(HOST, value), work)
+            refused: TierFullError | None = None
             if not placed and e.disk_id is None:
                 self._drop(e)
                 if not want_redis:
-                    self._unlink_now(work)
-                    raise TierFullError(
+                    refused = TierFullError(
                         f"no tier can hold {fk[0]}/{fk[1]} ({size} bytes): budgets are full of pinned "
                         "objects or smaller than the object",
                         tier=str(tier or (mem_tier or HOST)),
                     )
-            if meta.expires_at is not None:
+            elif meta.expires_at is not None:
                 heapq.heappush(self._expiry, (meta.expires_at, e.gen, fk))
         self._finish(work)
+        if refused is not None:
+            raise refused
         if want_redis and head is not None and payload is not None:
             return (self.redis.rkey(*fk), b"".join((head, payload)), self._ttl_ms(meta))  # type: ignore[union-attr]
         return None
@@ -791,9 +788,7 @@ class TieredStore:
             return True
         return False
 
-    def _promotion_target(
-        self, value_kind: Kind, device: Any, promote_to: TierName | None
-    ) -> TierName | None:
+    def _promotion_target(self, value_kind: Kind, device: Any, promote_to: TierName | None) -> TierName | None:
         if promote_to is not None:
             return promote_to if promote_to in self._tiers else None
         if not self.config.promote_on_hit:
@@ -809,8 +804,8 @@ class TieredStore:
 
     def _get_local(self, fk: FullKey, as_: Any, device: Any, promote_to: TierName | None) -> tuple[bool, Any]:
         now = self._clock()
+        work = _Work()
         for _attempt in range(3):
-            work = _Work()
             with self._lock:
                 e = self._entries.get(fk)
                 if e is not None and self._expire_locked(e, now, work):
@@ -879,6 +874,7 @@ class TieredStore:
             if target is not None:
                 self._promote(fk, gen, DISK, target, value, out)
             return True, out
+        self._finish(work)  # an expired object's file
         return False, None
 
     def _promote(self, fk: FullKey, gen: int, src: TierName, dst: TierName, value: Value, out: Any) -> None:
@@ -915,9 +911,7 @@ class TieredStore:
             self._drop(e)
         return True
 
-    def _from_redis(
-        self, fk: FullKey, blob: bytes | None, as_: Any, device: Any, promote_to: TierName | None
-    ) -> Any:
+    def _from_redis(self, fk: FullKey, blob: bytes | None, as_: Any, device: Any, promote_to: TierName | None) -> Any:
         if blob is None:
             self._count_miss(fk[0], redis=True)
             return _MISS
@@ -950,20 +944,12 @@ class TieredStore:
             self._admit_from_redis(fk, meta, value, out, target)
         return out
 
-    def _admit_from_redis(
-        self, fk: FullKey, meta: ObjectMeta, value: Value, out: Any, target: TierName
-    ) -> None:
+    def _admit_from_redis(self, fk: FullKey, meta: ObjectMeta, value: Value, out: Any, target: TierName) -> None:
         if target is GPU:
-            native = (
-                out
-                if isinstance(out, torch.Tensor) and out.device.type == "cuda"
-                else self._prepare(GPU, value)
-            )
+            native = out if isinstance(out, torch.Tensor) and out.device.type == "cuda" else self._prepare(GPU, value)
         elif target is HOST:
             native = (
-                value
-                if not isinstance(value, torch.Tensor) or not self._pin_memory
-                else self._prepare(HOST, value)
+                value if not isinstance(value, torch.Tensor) or not self._pin_memory else self._prepare(HOST, value)
             )
         else:
             native = None
@@ -1208,3 +1194,7 @@ class TieredStore:
 
 
 _MISS = object()
+
+
+def _on_gpu(value: Value) -> bool:
+    return isinstance(value, torch.Tensor) and value.device.type != "cpu"
