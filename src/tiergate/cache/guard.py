@@ -1,0 +1,441 @@
+"""The guard: refuse a semantic hit when two questions differ in a way that changes the answer.
+
+Sentence embeddings put "How do I sort a list ascending?" and "... descending?" a few hundredths
+apart. The guard compares what the embedding blurs, with general rules over the two texts'
+tokens: negation, numbers, dates and times, units, named entities and identifiers, antonyms,
+comparatives and superlatives, scope words, and which argument each directional preposition
+governs ("celsius to fahrenheit" vs "fahrenheit to celsius"). Open-class knowledge (known words,
+proper nouns, antonym pairs) comes from WordNet through `Lexicon`; the closed classes below are
+English grammar (quantifiers, negators, month names), not a list of expected questions.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from tiergate.cache.lexicon import Lexicon
+
+# ---------------------------------------------------------------- closed word classes
+
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+NEGATORS = frozenset({
+    "not", "no", "never", "none", "nobody", "nothing", "neither", "nor", "nowhere", "without", "cannot",
+    "hardly", "barely",
+})
+STOPWORDS = frozenset(_words("""
+    a an the and or but if then so of in on at by for with to from into onto about as is are was
+    were be been being am do does did doing have has had having i me my mine we us our you your
+    yours he him his she her it its they them their this that these those there here what which who
+    whom whose when where why how can could should would will shall may might must please tell
+    explain show give need want know get make let just really very also too way ways thing things
+    something anything someone anyone kind sort type correct proper properly best good simple simply
+    easy easily quick quickly possible possibly help like use using used mean means meaning does
+    doing done go going one ones s t
+"""))
+# Scope: quantifiers and restrictors that change which things the answer covers.
+SCOPE = frozenset({
+    "all", "every", "each", "only", "both", "either", "entire", "whole", "many", "few", "several", "single",
+    "multiple", "except", "excluding", "including", "exactly", "approximately", "average", "total", "per",
+    "mostly", "partly", "partially", "fully", "completely", "recursively", "individually", "together",
+    "separately", "first", "last",
+})
+# Closed-class opposites that WordNet does not list as antonyms.
+OPPOSITES = [
+    ("before", "after"), ("above", "below"), ("over", "under"), ("up", "down"), ("in", "out"),
+    ("inside", "outside"), ("min", "max"), ("minimum", "maximum"), ("first", "last"), ("more", "less"),
+    ("more", "fewer"), ("most", "least"), ("with", "without"), ("always", "never"), ("increase", "decrease"),
+    ("add", "remove"), ("add", "delete"), ("add", "subtract"), ("encode", "decode"), ("encrypt", "decrypt"),
+    ("serialize", "deserialize"), ("push", "pull"), ("upper", "lower"), ("uppercase", "lowercase"),
+    ("ascending", "descending"), ("earliest", "latest"), ("oldest", "newest"), ("left", "right"),
+    ("top", "bottom"), ("front", "back"), ("true", "false"), ("yes", "no"), ("on", "off"), ("start", "end"),
+    ("begin", "end"), ("open", "close"), ("show", "hide"), ("lock", "unlock"), ("allow", "deny"),
+    ("accept", "reject"), ("import", "export"), ("inbound", "outbound"), ("input", "output"),
+    ("read", "write"), ("send", "receive"), ("upload", "download"), ("zip", "unzip"), ("install", "uninstall"),
+    ("enable", "disable"), ("rise", "fall"), ("gain", "lose"), ("north", "south"), ("east", "west"),
+    ("pros", "cons"), ("advantage", "disadvantage"), ("benefit", "risk"), ("cause", "effect"),
+    ("maximize", "minimize"), ("overestimate", "underestimate"), ("prefix", "suffix"), ("head", "tail"),
+    ("sunrise", "sunset"), ("male", "female"), ("boil", "freeze"), ("melt", "freeze"), ("borrow", "lend"),
+]
+OPPOSING_PREFIXES = [("in", "out"), ("up", "down"), ("over", "under"), ("en", "de"), ("im", "ex"),
+                     ("inc", "dec"), ("pre", "post"), ("max", "min"), ("", "un"), ("", "in"), ("", "im"),
+                     ("", "il"), ("", "ir"), ("", "dis"), ("", "non"), ("", "anti"), ("", "de")]
+# Directional prepositions: which argument they govern matters ("X to Y" != "Y to X").
+DIRECTIONAL = frozenset({"to", "from", "into", "than", "onto", "per", "versus", "vs", "toward", "towards"})
+IRREGULAR_GRADE = {
+    "better": ("good", "cmp"), "best": ("good", "sup"), "worse": ("bad", "cmp"), "worst": ("bad", "sup"),
+    "more": ("much", "cmp"), "most": ("much", "sup"), "less": ("little", "cmp"), "least": ("little", "sup"),
+    "fewer": ("few", "cmp"), "fewest": ("few", "sup"), "further": ("far", "cmp"), "farther": ("far", "cmp"),
+    "furthest": ("far", "sup"), "farthest": ("far", "sup"), "elder": ("old", "cmp"), "eldest": ("old", "sup"),
+}
+NUMBER_WORDS = {
+    w: i for i, w in enumerate(
+        _words("""
+    zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen
+    sixteen seventeen eighteen nineteen twenty
+""")
+    )
+} | {"thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90,
+     "dozen": 12, "half": 0.5, "quarter": 0.25, "twice": 2, "double": 2, "triple": 3, "once": 1}
+MULTIPLIERS = {"hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9, "trillion": 10**12}
+ORDINALS = {
+    w: i + 1 for i, w in enumerate(
+        _words("first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth")
+    )
+}
+MONTHS = {
+    "january": 1, "jan": 1, "february": 2, "feb": 2, "march": 3, "mar": 3, "april": 4, "apr": 4, "may": 5,
+    "june": 6, "jun": 6, "july": 7, "jul": 7, "august": 8, "aug": 8, "september": 9, "sep": 9, "sept": 9,
+    "october": 10, "oct": 10, "november": 11, "nov": 11, "december": 12, "dec": 12,
+}
+WEEKDAYS = {d: d for d in ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]} | {
+    "mon": "monday", "tue": "tuesday", "tues": "tuesday", "wed": "wednesday", "thu": "thursday",
+    "thur": "thursday", "thurs": "thursday", "fri": "friday", "sat": "saturday", "sun": "sunday",
+}
+RELATIVE_TIME = frozenset({
+    "today", "tonight", "tomorrow", "yesterday", "now", "currently", "current", "latest", "recent",
+    "recently", "ago", "upcoming", "soon", "morning", "afternoon", "evening", "night", "midnight", "noon",
+    "weekend", "spring", "summer", "autumn", "fall", "winter", "am", "pm", "past", "future", "previous",
+    "next", "last", "this", "century", "decade", "bc", "ad",
+})
+MANNER = frozenset({"way", "ways", "method", "methods", "approach", "option", "options", "solution"})
+PERIODS = frozenset({"second", "minute", "hour", "day", "week", "month", "year", "quarter", "season"})
+# Units and currencies: canonical name per spelling.
+_UNITS = {
+    "m": "meter", "meter": "meter", "metre": "meter", "km": "kilometer", "kilometer": "kilometer",
+    "kilometre": "kilometer", "cm": "centimeter", "centimeter": "centimeter", "mm": "millimeter",
+    "millimeter": "millimeter", "nm": "nanometer", "mile": "mile", "mi": "mile", "yard": "yard", "yd": "yard",
+    "foot": "foot", "feet": "foot", "ft": "foot", "inch": "inch", "inches": "inch", "in.": "inch",
+    "kg": "kilogram", "kilogram": "kilogram", "kilo": "kilogram", "g": "gram", "gram": "gram", "mg": "milligram",
+    "milligram": "milligram", "lb": "pound", "lbs": "pound", "pound": "pound", "oz": "ounce", "ounce": "ounce",
+    "ton": "ton", "tonne": "tonne", "stone": "stone",
+    "l": "liter", "liter": "liter", "litre": "liter", "ml": "milliliter", "milliliter": "milliliter",
+    "gallon": "gallon", "gal": "gallon", "quart": "quart", "pint": "pint", "cup": "cup", "tablespoon": "tbsp",
+    "tbsp": "tbsp", "teaspoon": "tsp", "tsp": "tsp",
+    "celsius": "celsius", "°c": "celsius", "centigrade": "celsius", "fahrenheit": "fahrenheit",
+    "°f": "fahrenheit", "kelvin": "kelvin", "degree": "degree", "radian": "radian",
+    "second": "second", "sec": "second", "s": "second", "ms": "millisecond", "millisecond": "millisecond",
+    "microsecond": "microsecond", "nanosecond": "nanosecond", "minute": "minute", "min": "minute",
+    "hour": "hour", "hr": "hour", "h": "hour", "day": "day", "week": "week", "month": "month", "year": "year",
+    "decade": "decade", "century": "century",
+    "bit": "bit", "byte": "byte", "kb": "kilobyte", "kilobyte": "kilobyte", "mb": "megabyte",
+    "megabyte": "megabyte", "gb": "gigabyte", "gigabyte": "gigabyte", "tb": "terabyte", "terabyte": "terabyte",
+    "kib": "kibibyte", "mib": "mebibyte", "gib": "gibibyte", "mbps": "mbps", "gbps": "gbps",
+    "hz": "hertz", "hertz": "hertz", "khz": "kilohertz", "mhz": "megahertz", "ghz": "gigahertz",
+    "mph": "mph", "kph": "kph", "km/h": "kph", "knot": "knot",
+    "watt": "watt", "w": "watt", "kw": "kilowatt", "kilowatt": "kilowatt", "kwh": "kwh", "volt": "volt",
+    "v": "volt", "amp": "ampere", "ampere": "ampere", "joule": "joule", "calorie": "calorie", "kcal": "calorie",
+    "psi": "psi", "bar": "bar", "pascal": "pascal", "atm": "atmosphere", "acre": "acre", "hectare": "hectare",
+    "percent": "percent", "%": "percent", "percentage": "percent",
+    "$": "usd", "usd": "usd", "dollar": "usd", "buck": "usd", "€": "eur", "eur": "eur", "euro": "eur",
+    "£": "gbp", "gbp": "gbp", "sterling": "gbp", "¥": "yen", "yen": "yen", "jpy": "yen", "yuan": "cny",
+    "rmb": "cny", "cny": "cny", "rupee": "inr", "inr": "inr", "₹": "inr", "franc": "chf", "chf": "chf",
+    "peso": "peso", "won": "krw", "ruble": "rub", "bitcoin": "btc", "btc": "btc", "eth": "eth", "cent": "cent",
+}
+
+_TOKEN_RE = re.compile(
+    r"[$€£¥₹%]"
+    r"|°[cCfF]\b"
+    r"|\d+(?:[.,:/]\d+)*(?:st|nd|rd|th|s)?(?=[a-zA-Z%°]|\b|$)"
+    r"|[A-Za-z][A-Za-z0-9]*(?:[.+#_/-]?[A-Za-z0-9+#]+)*(?:\+\+|#)?"
+    r"|'[a-z]+"
+)
+_CONTRACTIONS = {"n't": "not", "can't": "can not", "won't": "will not", "cannot": "can not", "'s": ""}
+
+
+@dataclass(frozen=True)
+class Token:
+    text: str  # lower-cased
+    raw: str
+    start: bool  # first word of a sentence
+
+
+def tokenize(text: str) -> list[Token]:
+    """Words, numbers, symbols; contractions expanded ("isn't" -> "is", "not")."""
+    text = text.replace("’", "'").replace("‘", "'")
+    text = re.sub(r"(?i)\b(can)'t\b", r"\1 not", text)
+    text = re.sub(r"(?i)\bwon't\b", "will not", text)
+    text = re.sub(r"(?i)n't\b", " not", text)
+    text = re.sub(r"(?i)\bcannot\b", "can not", text)
+    text = re.sub(r"(?i)'(s|re|ve|ll|d|m)\b", "", text)
+    out: list[Token] = []
+    start = True
+    pos = 0
+    for m in _TOKEN_RE.finditer(text):
+        gap = text[pos:m.start()]
+        if any(ch in gap for ch in ".?!\n:;"):
+            start = True
+        raw = m.group(0)
+        if raw.startswith("'"):
+            pos = m.end()
+            continue
+        out.append(Token(raw.lower(), raw, start))
+        start = False
+        pos = m.end()
+    return out
+
+
+# ---------------------------------------------------------------- features
+
+
+@dataclass
+class Features:
+    negations: int = 0
+    numbers: Counter = field(default_factory=Counter)
+    dates: Counter = field(default_factory=Counter)
+    units: Counter = field(default_factory=Counter)
+    entities: set[str] = field(default_factory=set)
+    grades: Counter = field(default_factory=Counter)
+    scope: Counter = field(default_factory=Counter)
+    roles: set[tuple[str, str]] = field(default_factory=set)
+    content: set[str] = field(default_factory=set)  # lemmas of content words
+    words: set[str] = field(default_factory=set)  # lemmas of all words
+    forms: dict[str, set[str]] = field(default_factory=dict)  # lemma -> the forms it came from
+
+
+class Guard:
+    """Compares two questions; `check(a, b)` returns None when they ask the same thing, else a reason."""
+
+    def __init__(self, lexicon: Lexicon) -> None:
+        self.lex = lexicon
+        self._opposites: dict[str, set[str]] = {}
+        for a, b in OPPOSITES:
+            self._opposites.setdefault(a, set()).add(b)
+            self._opposites.setdefault(b, set()).add(a)
+        self.features = lru_cache(maxsize=8192)(self._features)
+
+    # ---- words
+
+    def lemma(self, w: str) -> str:
+        """A light lemmatiser: the first known base form (plural, -ing, -ed, -er, -est)."""
+        if w in IRREGULAR_GRADE:
+            return IRREGULAR_GRADE[w][0]
+        known = self.lex.words
+        for suffix, repl in (("ies", "y"), ("ied", "y"), ("iest", "y"), ("ier", "y"), ("es", ""), ("s", ""),
+                             ("ing", ""), ("ing", "e"), ("ed", ""), ("ed", "e"), ("est", ""), ("est", "e"),
+                             ("er", ""), ("er", "e")):
+            if w.endswith(suffix) and len(w) - len(suffix) >= 2:
+                base = w[: len(w) - len(suffix)] + repl
+                if len(base) > 3 and base[-1] == base[-2] and base[-1] not in "aeiouls" and base[:-1] in known:
+                    base = base[:-1]  # bigger -> big, running -> run
+                if base in known and (w not in known or suffix in ("s", "es", "ies") or self._gradable(base)):
+                    return base
+        return w
+
+    def _gradable(self, base: str) -> bool:
+        return bool(self.lex.antonyms.get(base))
+
+    def grade(self, w: str) -> tuple[str, str] | None:
+        """('fast', 'cmp') for "faster", ('large', 'sup') for "largest", else None."""
+        if w in IRREGULAR_GRADE:
+            return IRREGULAR_GRADE[w]
+        for suffix, repl, kind in (("iest", "y", "sup"), ("ier", "y", "cmp"), ("est", "", "sup"),
+                                   ("est", "e", "sup"), ("er", "", "cmp"), ("er", "e", "cmp")):
+            if w.endswith(suffix) and len(w) - len(suffix) >= 2:
+                base = w[: len(w) - len(suffix)] + repl
+                if len(base) > 3 and base[-1] == base[-2] and base[:-1] in self.lex.antonyms:
+                    base = base[:-1]
+                if self._gradable(base):
+                    return base, kind
+        return None
+
+    def _entity_like(self, tok: Token, mostly_capitalised: bool) -> bool:
+        raw, w = tok.raw, tok.text
+        if any(ch.isdigit() for ch in raw) and any(ch.isalpha() for ch in raw):
+            return True  # python3, gpt-4, es2015, h100
+        if any(ch in raw for ch in ".+#_/") and any(ch.isalpha() for ch in raw):
+            return True  # node.js, c++, c#, snake_case
+        if len(raw) > 1 and raw.isupper():
+            return True  # NASA, SQL
+        if any(ch.isupper() for ch in raw[1:]):
+            return True  # camelCase, PyTorch, iPhone
+        if w in self.lex.proper and w not in STOPWORDS and len(w) >= 2:
+            return True
+        if raw[0].isupper() and not tok.start and not mostly_capitalised and w != "i":
+            return w not in STOPWORDS or w in self.lex.proper
+        if len(raw) == 1 and raw.isupper() and raw not in "IA":
+            return True  # C, R
+        if w.isalpha() and len(w) >= 3 and not self.lex.known(w) and not self.lex.known(self.lemma(w)):
+            return w not in STOPWORDS  # unknown word: an identifier or a name (numpy, kubernetes)
+        return False
+
+    def _features(self, text: str) -> Features:
+        toks = tokenize(text)
+        f = Features()
+        words = [t for t in toks if t.raw[0].isalpha()]
+        caps = sum(1 for t in words if t.raw[0].isupper())
+        mostly_capitalised = len(words) >= 4 and caps / len(words) > 0.6
+        n = len(toks)
+        i = 0
+        consumed: set[int] = set()
+        # Multi-word proper nouns ("new york", "united states").
+        for size in range(self.lex.max_proper_words, 1, -1):
+            for j in range(n - size + 1):
+                if any(k in consumed for k in range(j, j + size)):
+                    continue
+                phrase = " ".join(t.text for t in toks[j: j + size])
+                if phrase in self.lex.proper:
+                    f.entities.add(phrase)
+                    consumed.update(range(j, j + size))
+        while i < n:
+            tok = toks[i]
+            w = tok.text
+            if i in consumed:
+                i += 1
+                continue
+            if w in NEGATORS or (w == "no" and i + 1 < n and toks[i + 1].text == "longer"):
+                f.negations += 1
+            # numbers: digits (with a glued unit), number words, ordinals
+            m = re.fullmatch(r"(\d+(?:[.,]\d+)*)(st|nd|rd|th|s)?", w)
+            if m:
+                value = m.group(1).replace(",", "")
+                if ":" not in w:
+                    f.numbers[("ord:" if m.group(2) in ("st", "nd", "rd", "th") else "") + _num(value)] += 1
+                if m.group(2) == "s":
+                    f.dates["decade"] += 1
+                if len(value) == 4 and value.isdigit():
+                    f.dates["year:" + value] += 1
+            elif re.fullmatch(r"\d+(?::\d+)+|\d+/\d+(?:/\d+)?", w):
+                f.numbers[w] += 1
+            elif w == "one" and not (i + 1 < n and toks[i + 1].text in MULTIPLIERS):
+                pass  # "one" is mostly a determiner or pronoun ("which one", "one banana")
+            elif w in NUMBER_WORDS or w in MULTIPLIERS:
+                value, i = self._number_words(toks, i)
+                f.numbers[_num(str(value))] += 1
+                continue
+            elif w in ORDINALS and not (w in ("first", "last") and i + 1 < n and toks[i + 1].text == "time"):
+                f.numbers[f"ord:{ORDINALS[w]}"] += 1
+            if w in MONTHS and (w != "may" or tok.raw[0] == "M") and (len(w) > 3 or tok.raw[0].isupper()):
+                f.dates[f"month:{MONTHS[w]}"] += 1
+            elif w in WEEKDAYS:
+                f.dates[WEEKDAYS[w]] += 1
+            elif w in RELATIVE_TIME and w not in ("last", "next", "this", "past", "fall"):
+                f.dates[w] += 1
+            elif w in ("last", "next", "this", "past", "previous", "coming") and i + 1 < n:
+                nxt = self.lemma(toks[i + 1].text)
+                if nxt in PERIODS or toks[i + 1].text in WEEKDAYS or toks[i + 1].text in MONTHS:
+                    f.dates[f"{w}:{nxt}"] += 1
+            unit = _UNITS.get(w) or _UNITS.get(self.lemma(w))
+            counted = len(w) > 2 or tok.raw in "$€£¥₹%" or _after_number(toks, i)
+            if unit and counted and not (w == "second" and not _after_number(toks, i)):
+                f.units[unit] += 1  # periods count too: "days in a year" != "weeks in a year"
+            if w in SCOPE:
+                f.scope[w] += 1
+            g = self.grade(w) if w not in STOPWORDS else None
+            if g is not None and g[1] == "sup" and i + 1 < n and toks[i + 1].text in MANNER:
+                g = None  # "the fastest way to ...": a request for a method, not a comparison
+            if g is not None:
+                f.grades[g[1]] += 1
+            if w in DIRECTIONAL and i + 1 < n:
+                nxt = next((t for t in toks[i + 1:] if t.text not in STOPWORDS), None)
+                if nxt is not None:
+                    f.roles.add((w, self.lemma(nxt.text)))
+            if tok.raw[0].isalpha() and self._entity_like(tok, mostly_capitalised):
+                f.entities.add(self.lemma(w) if w.isalpha() else w)
+            if w.isalpha():
+                lem = self.lemma(w)
+                f.words.add(lem)
+                f.forms.setdefault(lem, set()).add(w)
+                if w not in STOPWORDS:
+                    f.content.add(lem)
+            i += 1
+        return f
+
+    def _number_words(self, toks: list[Token], i: int) -> tuple[float, int]:
+        total, current = 0.0, 0.0
+        seen = False
+        while i < len(toks):
+            w = toks[i].text
+            if w in NUMBER_WORDS:
+                current += NUMBER_WORDS[w]
+            elif w in MULTIPLIERS:
+                current = max(current, 1) * MULTIPLIERS[w]
+                if MULTIPLIERS[w] >= 1000:
+                    total, current = total + current, 0.0
+            elif w == "and" and seen and i + 1 < len(toks) and toks[i + 1].text in NUMBER_WORDS:
+                pass
+            else:
+                break
+            seen = True
+            i += 1
+        return total + current, i
+
+    # ---- comparison
+
+    def opposite(self, a: str, b: str) -> bool:
+        if self.lex.are_antonyms(a, b) or b in self._opposites.get(a, ()):
+            return True
+        for p, q in OPPOSING_PREFIXES:
+            for x, y in ((a, b), (b, a)):
+                if x.startswith(p) and y.startswith(q) and len(x) - len(p) >= 3 and x[len(p):] == y[len(q):]:
+                    return True
+        return (a.endswith("ful") and b.endswith("less") and a[:-3] == b[:-4]) or (
+            b.endswith("ful") and a.endswith("less") and b[:-3] == a[:-4]
+        )
+
+    def check(self, a: str, b: str) -> str | None:
+        """None when `a` and `b` may share an answer, else the first difference found."""
+        if a == b:
+            return None
+        fa, fb = self.features(a), self.features(b)
+        if fa.negations != fb.negations:
+            return "negation"
+        if fa.numbers != fb.numbers:
+            return "number"
+        if fa.dates != fb.dates:
+            return "date"
+        if fa.units != fb.units:
+            return "unit"
+        if fa.entities != fb.entities:
+            return "entity"
+        only_a, only_b = fa.words - fb.words, fb.words - fa.words
+        forms_a = {w for lem in only_a for w in fa.forms[lem]} | only_a
+        forms_b = {w for lem in only_b for w in fb.forms[lem]} | only_b
+        for x in forms_a:
+            for y in forms_b:
+                if self.opposite(x, y):
+                    return "antonym"
+        if fa.grades != fb.grades:
+            return "comparative"
+        if fa.scope != fb.scope:
+            return "scope"
+        if _roles_differ(fa, fb):
+            return "direction"
+        return None
+
+
+def _roles_differ(fa: Features, fb: Features) -> bool:
+    """A word both ask about is governed by different directional prepositions on each side
+    ("celsius to fahrenheit" vs "fahrenheit to celsius"). Only when both sides use such roles."""
+    shared = fa.content & fb.content
+    by_a: dict[str, set[str]] = {}
+    by_b: dict[str, set[str]] = {}
+    for p, w in fa.roles:
+        if w in shared:
+            by_a.setdefault(w, set()).add(p)
+    for p, w in fb.roles:
+        if w in shared:
+            by_b.setdefault(w, set()).add(p)
+    if not by_a or not by_b:
+        return False
+    return any(by_a.get(w, set()) != by_b.get(w, set()) for w in by_a.keys() | by_b.keys())
+
+
+def _num(value: str) -> str:
+    try:
+        x = float(value)
+    except ValueError:
+        return value
+    return str(int(x)) if x == int(x) else repr(x)
+
+
+def _after_number(toks: list[Token], i: int) -> bool:
+    if i > 0 and (toks[i - 1].text[0].isdigit() or toks[i - 1].text in NUMBER_WORDS):
+        return True
+    return toks[i].text in "$€£¥₹%"

@@ -1,0 +1,164 @@
+"""The English lexicon the guard uses: known words, proper nouns and antonym pairs.
+
+It is derived once from Princeton WordNet 3.0 (see `build`) and shipped as
+`cache/data/lexicon.tsv.gz`, so nothing is downloaded at run time. Three record kinds, one a line:
+
+    w <TAB> word            a common word (any WordNet lemma, lower-cased, spaces for '_')
+    p <TAB> word            a proper noun (a noun lemma WordNet spells with a capital)
+    e <TAB> word            a name that is also a common word: programming languages, from
+                            Pygments' lexer names ("python", "rust", "go")
+    a <TAB> word <TAB> word a direct antonym pair, or a satellite adjective and the antonym
+                            of its head ("cheap" / "expensive")
+
+Rebuild with `python -m tiergate.cache.lexicon WORDNET_DICT_DIR OUT` where the folder holds
+WordNet's `data.noun|verb|adj|adv` files.
+"""
+
+from __future__ import annotations
+
+import gzip
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+LEXICON_FILE = "lexicon.tsv.gz"
+
+
+@dataclass
+class Lexicon:
+    words: set[str] = field(default_factory=set)
+    proper: set[str] = field(default_factory=set)
+    antonyms: dict[str, set[str]] = field(default_factory=dict)
+    max_proper_words: int = 3
+
+    def known(self, word: str) -> bool:
+        return word in self.words or word in self.proper
+
+    def are_antonyms(self, a: str, b: str) -> bool:
+        return b in self.antonyms.get(a, ())
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> Lexicon:
+        """Load the shipped lexicon (or one at `path`). Takes about half a second."""
+        if path is None:
+            data = resources.files("tiergate.cache").joinpath("data", LEXICON_FILE).read_bytes()
+        else:
+            data = Path(path).read_bytes()
+        lex = cls()
+        for line in gzip.decompress(data).decode("utf-8").splitlines():
+            kind, _, rest = line.partition("\t")
+            if kind == "w":
+                lex.words.add(rest)
+            elif kind in ("p", "e"):
+                lex.proper.add(rest)
+            elif kind == "a":
+                a, _, b = rest.partition("\t")
+                lex.antonyms.setdefault(a, set()).add(b)
+                lex.antonyms.setdefault(b, set()).add(a)
+        return lex
+
+
+# ---------------------------------------------------------------- build from WordNet
+
+
+def _parse_data(path: Path) -> dict[str, tuple[str, list[str], list[tuple[str, str, str, str]]]]:
+    """offset -> (ss_type, words, pointers (symbol, offset, pos, source/target))."""
+    out = {}
+    for line in path.read_text(encoding="latin-1").splitlines():
+        if not line or line.startswith("  "):
+            continue  # licence header
+        fields = line.split(" | ", 1)[0].split()
+        offset, ss_type = fields[0], fields[2]
+        n = int(fields[3], 16)
+        words = [fields[4 + 2 * i].split("(")[0] for i in range(n)]
+        i = 4 + 2 * n
+        p = int(fields[i])
+        ptrs = [tuple(fields[i + 1 + 4 * j: i + 5 + 4 * j]) for j in range(p)]
+        out[offset] = (ss_type, words, ptrs)  # type: ignore[assignment]
+    return out
+
+
+def build(dict_dir: str | Path, out: str | Path) -> None:
+    dict_dir = Path(dict_dir)
+    pos_files = {"n": ["data.noun"], "v": ["data.verb"], "a": ["data.adj"], "r": ["data.adv"]}
+    if not (dict_dir / "data.noun").exists():
+        pos_files["n"] = sorted(p.name for p in dict_dir.glob("data.noun*"))
+    synsets: dict[tuple[str, str], tuple[str, list[str], list]] = {}
+    for pos, files in pos_files.items():
+        for name in files:
+            for off, rec in _parse_data(dict_dir / name).items():
+                synsets[(pos, off)] = rec
+
+    def norm(w: str) -> str:
+        return w.replace("_", " ").lower()
+
+    words: set[str] = set()
+    proper: set[str] = set()
+    pairs: set[tuple[str, str]] = set()
+    for (pos, _off), (_ss_type, ws, _ptrs) in synsets.items():
+        for w in ws:
+            if pos == "n" and w[:1].isupper() and len(w.split("_")) <= 3:
+                proper.add(norm(w))
+            elif not w[:1].isupper():
+                words.add(norm(w))
+
+    def target(ptr_pos: str, off: str) -> tuple[str, list[str], list] | None:
+        pos = "a" if ptr_pos == "s" else ptr_pos
+        return synsets.get((pos, off))
+
+    for (_pos, _off), (_ss_type, ws, ptrs) in synsets.items():
+        for sym, off, ppos, st in ptrs:
+            if sym != "!":
+                continue
+            tgt = target(ppos, off)
+            if tgt is None:
+                continue
+            src_i, tgt_i = int(st[:2], 16), int(st[2:], 16)
+            a, b = norm(ws[src_i - 1]), norm(tgt[1][tgt_i - 1])
+            pairs.add((a, b))
+    # A satellite adjective ("cheap") is the antonym of its head's antonyms ("expensive").
+    for (pos, _off), (ss_type, ws, ptrs) in synsets.items():
+        if pos != "a" or ss_type != "s":
+            continue
+        for sym, off, ppos, _st in ptrs:
+            if sym != "&":
+                continue
+            head = target(ppos, off)
+            if head is None:
+                continue
+            for hsym, hoff, hpos, hst in head[2]:
+                if hsym != "!":
+                    continue
+                anti = target(hpos, hoff)
+                if anti is None:
+                    continue
+                b = norm(anti[1][int(hst[2:], 16) - 1])
+                for w in ws:
+                    pairs.add((norm(w), b))
+    lines = [f"w\t{w}" for w in sorted(words)]
+    lines += [f"p\t{w}" for w in sorted(proper - words)]
+    lines += [f"e\t{w}" for w in sorted(_language_names(words, proper) - (proper - words))]
+    lines += [f"a\t{a}\t{b}" for a, b in sorted(pairs) if a != b]
+    Path(out).write_bytes(gzip.compress(("\n".join(lines) + "\n").encode("utf-8"), 9))
+
+
+def _language_names(words: set[str], proper: set[str]) -> set[str]:
+    """Single-word names of programming languages, from Pygments' lexer list: those that are
+    not plain English words, or are proper nouns too, or have a registered MIME type."""
+    from pygments.lexers import get_all_lexers
+
+    names = set()
+    for name, _aliases, _files, mimes in get_all_lexers():
+        name = name.lower()
+        if " " in name or len(name) < 2 or not any(ch.isalpha() for ch in name):
+            continue
+        if name not in words or name in proper or mimes:
+            names.add(name)
+    return names
+
+
+if __name__ == "__main__":  # pragma: no cover
+    if len(sys.argv) != 3:
+        sys.exit("usage: python -m tiergate.cache.lexicon WORDNET_DICT_DIR OUT")
+    build(sys.argv[1], sys.argv[2])
