@@ -62,6 +62,7 @@ FullKey = tuple[str, str]
 _REC = struct.Struct("<II")  # body length, crc32(body)
 _PUT = struct.Struct("<BQQQdddHHBB")  # op, file id, file size, size, cost, created, expires, ns/key/dtype len, ndim
 _DEL = struct.Struct("<BHH")
+_REC_PUT = struct.Struct("<II" + _PUT.format[1:])  # record header + PUT fields in one unpack
 _OP_PUT, _OP_DEL = 1, 2
 _KINDS = {Kind.BYTES: 0, Kind.NUMPY: 1, Kind.TORCH: 2}
 _KIND_OF = {v: k for k, v in _KINDS.items()}
@@ -143,6 +144,7 @@ class DiskTier:
         self._msize = 0
         self._lock_fd = -1
         self._scrub_thread: threading.Thread | None = None
+        self._opened_at = 0.0
         self.open_seconds = 0.0
         self.replayed = 0
         self.compact_min_records = 10_000  # compact when dead records exceed live ones by this
@@ -174,10 +176,7 @@ class DiskTier:
         self._mfd = os.open(self._manifest_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._msize = os.fstat(self._mfd).st_size
         self.open_seconds = time.perf_counter() - t0
-        self._scrub_thread = threading.Thread(
-            target=self._scrub, args=(opened_at,), name="tiergate-disk-scrub", daemon=True
-        )
-        self._scrub_thread.start()
+        self._opened_at = opened_at
         return records
 
     def _replay(self) -> list[DiskRecord]:
@@ -189,27 +188,42 @@ class DiskTier:
         raw: dict[FullKey, bytes] = {}
         mv = memoryview(data)
         pos, n, count = 0, len(data), 0
-        rec_size, put_size = _REC.size, _PUT.size
-        unpack_rec, unpack_put, crc32 = _REC.unpack_from, _PUT.unpack_from, zlib.crc32
+        rec_size, put_size, del_size = _REC.size, _PUT.size, _DEL.size
+        unpack_rec, unpack_rec_put, unpack_del = _REC.unpack_from, _REC_PUT.unpack_from, _DEL.unpack_from
+        crc32 = zlib.crc32
+        strings: dict[bytes, str] = {}  # namespaces and dtypes repeat: decode each once
+        shapes: dict[int, struct.Struct] = {}
+        kinds = _KIND_OF
+        nan_free = math.isnan
         while pos + rec_size <= n:
-            blen, crc = unpack_rec(data, pos)
-            start, end = pos + rec_size, pos + rec_size + blen
-            if end > n or blen == 0 or crc32(mv[start:end]) != crc:
-                break
-            op = data[start]
+            start = pos + rec_size
+            op = data[start] if start < n else 0
             try:
                 if op == _OP_PUT:
-                    _, fid, fsize, size, cost, created, expires, nl, kl, dl, nd = unpack_put(data, start)
+                    blen, crc, _, fid, fsize, size, cost, created, expires, nl, kl, dl, nd = unpack_rec_put(data, pos)
+                else:
+                    blen, crc = unpack_rec(data, pos)
+            except struct.error:
+                break
+            end = start + blen
+            if end > n or blen == 0 or crc32(mv[start:end]) != crc:
+                break
+            try:
+                if op == _OP_PUT:
                     p = start + put_size
-                    ns = data[p : p + nl].decode()
-                    key = data[p + nl : p + nl + kl].decode("utf-8", "surrogatepass")
-                    p += nl + kl
-                    dtype = data[p : p + dl].decode()
+                    nsb = data[p : p + nl]
+                    ns = strings.get(nsb) or strings.setdefault(nsb, nsb.decode())
+                    p += nl
+                    key = data[p : p + kl].decode("utf-8", "surrogatepass")
+                    p += kl
+                    dtb = data[p : p + dl]
+                    dtype = strings.get(dtb) or strings.setdefault(dtb, dtb.decode())
                     p += dl
-                    shape = struct.unpack_from(f"<{nd}Q", data, p)
-                    kind = _KIND_OF[data[p + 8 * nd]]
+                    shp = shapes.get(nd) or shapes.setdefault(nd, struct.Struct(f"<{nd}Q"))
+                    shape = shp.unpack_from(data, p)
+                    kind = kinds[data[p + 8 * nd]]
                     fk = (ns, key)
-                    live.pop(fk, None)  # keep commit order: a re-put moves to the end
+                    live.pop(fk, None)  # a re-put moves to the end: keep commit order
                     live[fk] = DiskRecord(
                         ObjectMeta(
                             ns,
@@ -221,19 +235,16 @@ class DiskTier:
                             cost,
                             created,
                             created,
-                            None if expires != expires else expires,
+                            None if nan_free(expires) else expires,
                         ),
                         fid,
                         fsize,
                     )
                     raw[fk] = data[pos:end]
                 elif op == _OP_DEL:
-                    _, nl, kl = _DEL.unpack_from(data, start)
-                    p = start + _DEL.size
-                    fk = (
-                        data[p : p + nl].decode(),
-                        data[p + nl : p + nl + kl].decode("utf-8", "surrogatepass"),
-                    )
+                    _, nl, kl = unpack_del(data, start)
+                    p = start + del_size
+                    fk = (data[p : p + nl].decode(), data[p + nl : p + nl + kl].decode("utf-8", "surrogatepass"))
                     live.pop(fk, None)
                     raw.pop(fk, None)
                 else:
@@ -253,6 +264,14 @@ class DiskTier:
         self._records = count
         self.replayed = len(live)
         return list(live.values())
+
+    def start_scrub(self) -> None:
+        """Start removing uncommitted files in the background (call once the caller has loaded)."""
+        if self._scrub_thread is None and self._mfd >= 0:
+            self._scrub_thread = threading.Thread(
+                target=self._scrub, args=(self._opened_at,), name="tiergate-disk-scrub", daemon=True
+            )
+            self._scrub_thread.start()
 
     def _scrub(self, before: float) -> None:
         """Remove object files no manifest record references (crashed writers), older than open."""

@@ -157,20 +157,25 @@ class TieredStore:
         records = self.disk.open()
         st = self._tiers[DISK]
         per_ns: dict[str, list[int]] = {}
-        entries, policy, expiry = self._entries, st.policy, self._expiry
+        entries, expiry = self._entries, self._expiry
+        order: list[tuple[FullKey, ObjectMeta]] = []
+        used = 0
         for gen, r in enumerate(records, start=1):
             meta = r.meta
             meta.tier = DISK
-            e = _Entry(meta, gen, disk_id=r.file_id, disk_bytes=r.file_size)
             fk = (meta.namespace, meta.key)
-            entries[fk] = e
-            policy.insert(fk, meta)
-            st.used += r.file_size
-            c = per_ns.setdefault(meta.namespace, [0, 0])
+            entries[fk] = _Entry(meta, gen, disk_id=r.file_id, disk_bytes=r.file_size)
+            order.append((fk, meta))
+            used += r.file_size
+            c = per_ns.get(meta.namespace)
+            if c is None:
+                c = per_ns[meta.namespace] = [0, 0]
             c[0] += 1
             c[1] += r.file_size
             if meta.expires_at is not None:
                 expiry.append((meta.expires_at, gen, fk))
+        st.policy.load(order)
+        st.used = used
         heapq.heapify(expiry)
         self._gen = len(records)
         for ns, (n, b) in per_ns.items():
@@ -185,6 +190,7 @@ class TieredStore:
                     self._evict(DISK, self._entries[fk], work)
             self._finish(work)
         self.open_seconds = time.perf_counter() - t0
+        self.disk.start_scrub()
         log.info("disk tier %s: reopened %d objects in %.3f s", self.disk.path, len(records), self.open_seconds)
 
     def close(self) -> None:
