@@ -92,7 +92,7 @@ class Embedder:
     def __init__(self, model: Any, model_id: str) -> None:
         self.model = model
         self.model_id = model_id
-        self.dim: int = int(model.get_sentence_embedding_dimension())
+        self.dim: int = int(model.get_embedding_dimension())
         self.tokenizer = model.tokenizer
         self.max_tokens: int = int(model.max_seq_length)
         self._lock = threading.Lock()  # one forward pass at a time; torch uses all cores already

@@ -25,7 +25,7 @@ from tiergate.service.deps import Services
 from tiergate.service.embeddings import EmbeddingService
 from tiergate.service.metrics import Metrics
 from tiergate.service.middleware import RequestContextMiddleware
-from tiergate.service.routes import health, openai
+from tiergate.service.routes import admin, health, openai
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +88,7 @@ def create_app(settings: Settings) -> FastAPI:
     errors.install(app)
     app.include_router(openai.router)
     app.include_router(health.router)
+    app.include_router(admin.router)
     if settings.server.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.server.cors_origins,
                            allow_methods=["GET", "POST", "DELETE"], allow_headers=["*"])

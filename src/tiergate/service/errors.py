@@ -15,7 +15,8 @@ from tiergate.errors import OverloadedError, TiergateError
 
 log = logging.getLogger(__name__)
 
-_HTTP_TYPES = {401: "authentication_error", 403: "permission_error", 404: "invalid_request_error",
+_HTTP_TYPES = {
+    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "invalid_request_error",
                405: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error"}
 
 

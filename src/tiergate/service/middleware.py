@@ -29,10 +29,6 @@ def route_label(path: str) -> str:
     return "other"
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int) -> None:
         self.app = app
@@ -69,21 +65,14 @@ class RequestContextMiddleware:
             if declared is not None and declared.isdigit() and int(declared) > self.max_body:
                 await self._too_large(send_wrapper)
                 return
-            received = 0
-
-            async def receive_limited() -> Message:
-                nonlocal received
-                message = await receive()
-                if message["type"] == "http.request":
-                    received += len(message.get("body", b""))
-                    if received > self.max_body:
-                        raise BodyTooLarge
-                return message
-
-            try:
-                await self.app(scope, receive_limited, send_wrapper)
-            except BodyTooLarge:
-                await self._too_large(send_wrapper)
+            if declared is None and scope["method"] in ("POST", "PUT", "PATCH"):
+                # A chunked body has no declared size: read it here, bounded, then replay it.
+                body = await _read_bounded(receive, self.max_body)
+                if body is None:
+                    await self._too_large(send_wrapper)
+                    return
+                receive = _replay(body, receive)
+            await self.app(scope, receive, send_wrapper)
         finally:
             self.metrics.inflight.dec()
             elapsed = time.perf_counter() - started
@@ -102,6 +91,35 @@ class RequestContextMiddleware:
         response = error_response(413, f"request body is over the limit of {self.max_body} bytes",
                                   "invalid_request_error", "request_too_large")
         await response({"type": "http"}, _no_receive, send)
+
+
+async def _read_bounded(receive: Receive, limit: int) -> bytes | None:
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        parts.append(message.get("body", b""))
+        size += len(parts[-1])
+        if size > limit:
+            return None
+        if not message.get("more_body"):
+            break
+    return b"".join(parts)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 def _is_json(headers: dict[bytes, bytes]) -> bool:

@@ -1,0 +1,25 @@
+"""The admin API: the numbers behind the dashboard, behind the admin key."""
+
+from __future__ import annotations
+
+import orjson
+from fastapi import APIRouter, Depends
+from starlette.responses import Response
+
+from tiergate import __version__
+from tiergate.service.backends.router import describe
+from tiergate.service.deps import Services, admin, services
+
+router = APIRouter(prefix="/admin/api", dependencies=[Depends(admin)])
+
+
+@router.get("/status")
+async def status(svc: Services = Depends(services)) -> Response:
+    body = {
+        "version": __version__,
+        "ready": svc.ready,
+        "data_dir": str(svc.settings.data_dir),
+        "embedder": {"name": svc.embeddings.name, "ready": svc.embeddings.ready},
+        "backends": describe(svc.backends),
+    }
+    return Response(orjson.dumps(body), media_type="application/json")
