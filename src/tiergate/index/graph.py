@@ -30,6 +30,7 @@ class GraphParams:
     build_m: int = 16  # hnswlib M of the candidate graph
     ef_construction: int = 100
     knn: int = 32  # extra search-based candidates per node
+    entries: int | None = None  # spread-out entry points; None: sqrt(n), 16..1024
     threads: int | None = None  # None: 1 below 50k nodes (deterministic), else all cores
     seed: int = 0
 
@@ -238,5 +239,26 @@ def build_graph(x: np.ndarray, p: GraphParams, progress: Progress | None = None)
     order = bfs_order(csr, start)
     inverse = np.empty_like(order)
     inverse[order] = np.arange(n)
-    entry = inverse[np.concatenate([[start], hubs[hubs != start][:63]])]
+    spread = spread_entries(x, p.entries or int(np.clip(np.sqrt(n), 16, 1024)), p.seed)
+    entry = np.concatenate([[start], spread, hubs[:64]])
+    _, first = np.unique(entry, return_index=True)
+    entry = inverse[entry[np.sort(first)]]
     return Graph(relabel(csr, order), entry.astype(np.int64), order)
+
+
+def spread_entries(x: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Nodes closest to k-means centres of a sample: entry points that cover every region.
+
+    A query starts from the best of these by PQ score, so it never has to cross from one
+    cluster to a far one through the sparse pruned graph.
+    """
+    from tiergate.index.pq import kmeans_subspaces
+
+    n = len(x)
+    k = min(k, n)
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(n, size=min(n, 40 * k), replace=False))
+    xs = np.asarray(x[sample], dtype=np.float32)
+    centres = kmeans_subspaces(xs[None], k, 8, rng)[0]
+    nearest = (centres @ xs.T).argmax(1)
+    return np.unique(sample[nearest])
