@@ -1,0 +1,113 @@
+"""Model-free units: keys, codec, cost model, stats."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tiergate.kvstore import KVFormat, KVStats, chunk_key, prefix_block_keys
+from tiergate.kvstore.codec import BadKVError
+from tiergate.kvstore.config import KVOptions
+from tiergate.kvstore.decide import CostModel
+from tiergate.kvstore.rope import apply_rope, delta_rotate
+
+KEY_ARGS = ("smollm2@abc", "tok123", "L2H1D4-float32-none", (1, 2, 3), (10, 20, 30, 40))
+
+
+def test_chunk_keys_are_stable_across_processes() -> None:
+    code = (
+        "from tiergate.kvstore import chunk_key;"
+        f"print(chunk_key(*{KEY_ARGS!r}))"
+    )
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={"PYTHONHASHSEED": str(seed), "PATH": ""}).stdout.strip()
+            for seed in (1, 2)}
+    assert outs == {chunk_key(*KEY_ARGS)}
+
+
+def test_chunk_keys_depend_on_everything_that_changes_the_kv() -> None:
+    base = chunk_key(*KEY_ARGS)
+    variants = [
+        ("other@abc", *KEY_ARGS[1:]),
+        (KEY_ARGS[0], "tok999", *KEY_ARGS[2:]),
+        (*KEY_ARGS[:2], "L2H1D4-float16-none", *KEY_ARGS[3:]),
+        (*KEY_ARGS[:3], (), KEY_ARGS[4]),
+        (*KEY_ARGS[:4], (10, 20, 30)),
+        (*KEY_ARGS[:3], (1, 2), (3, 10, 20, 30, 40)),  # same concatenation, other split
+    ]
+    keys = {chunk_key(*v) for v in variants}
+    assert base not in keys and len(keys) == len(variants)
+
+
+def test_prefix_block_keys_chain() -> None:
+    a = list(prefix_block_keys("m", "t", "f", list(range(100)), 32))
+    b = list(prefix_block_keys("m", "t", "f", [*range(64), 7, *range(65, 100)], 32))
+    assert len(a) == 3 and a[:2] == b[:2] and a[2] != b[2]
+
+
+def test_int8_codec_round_trip_and_shape_checks() -> None:
+    fmt = KVFormat(2, 3, 8, torch.float32, "int8")
+    kv = torch.randn(2, 2, 3, 5, 8)
+    stored = fmt.encode(kv)
+    assert stored.dtype == torch.uint8 and stored.numel() == fmt.bytes_per_token() * 5
+    back = fmt.decode(stored, 5, torch.float32)
+    assert (back - kv).abs().max() <= kv.abs().amax(-1, keepdim=True).max() / 127
+    with pytest.raises(BadKVError):
+        fmt.decode(stored, 4, torch.float32)
+    plain = KVFormat(2, 3, 8, torch.float32)
+    with pytest.raises(BadKVError):
+        plain.decode(torch.zeros(2, 2, 3, 5, 4), 5, torch.float32)
+    with pytest.raises(BadKVError):
+        plain.decode(b"garbage", 5, torch.float32)  # type: ignore[arg-type]
+
+
+def test_delta_rotation_composes() -> None:
+    dim, theta = 8, 10000.0
+    inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2).float() / dim))
+    k = torch.randn(3, 4, dim)
+
+    def at(pos: torch.Tensor) -> torch.Tensor:
+        f = pos[:, None].float() * inv_freq[None]
+        emb = torch.cat((f, f), -1)
+        return apply_rope(k, emb.cos(), emb.sin())
+
+    pos = torch.arange(4)
+    torch.testing.assert_close(delta_rotate(at(pos), 37, inv_freq), at(pos + 37), atol=1e-5, rtol=1e-5)
+
+
+def test_cost_model_prefers_recompute_for_slow_tiers() -> None:
+    costs = CostModel()
+    assert costs.should_load("disk", 10 << 20, 100, 32, 6)  # nothing measured yet: load
+    costs.observe_prefill(token_layers=1e6, seconds=1.0)  # 1 µs per token-layer (a fast GPU)
+    costs.observe_load("disk", 100 << 20, 1.0)
+    costs.observe_load("host", 100 << 20, 0.01)
+    for _ in range(30):
+        costs.observe_load("disk", 100 << 20, 1.0)
+    assert costs.should_load("host", 10 << 20, 100, 32, 6)
+    assert not costs.should_load("disk", 10 << 20, 100, 32, 6)
+
+
+def test_stats_dict_and_prometheus_collector() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    stats = KVStats()
+    stats.add(tokens_prompt=100, tokens_reused=80, chunk_misses=1)
+    stats.add_tier("chunk_hits", "host", 3)
+    d = stats.as_dict()
+    assert d["chunk_hits"] == {"host": 3} and d["chunk_hit_rate"] == 0.75 and d["reused_share"] == 0.8
+    registry = CollectorRegistry()
+    stats.register(registry)
+    text = generate_latest(registry).decode()
+    assert 'tiergate_kv_chunk_hits_total{tier="host"} 3.0' in text
+    assert "tiergate_kv_tokens_reused_total 80.0" in text
+
+
+def test_kv_options_validate_the_ratio() -> None:
+    from tiergate.errors import InvalidRequestError
+
+    KVOptions(recompute_ratio=0.3)
+    with pytest.raises(InvalidRequestError):
+        KVOptions(recompute_ratio=1.5)
