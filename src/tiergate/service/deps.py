@@ -1,4 +1,8 @@
-"""What the routes share, built once by the app factory and reached through `request.app.state`."""
+"""What the routes share, built once by the app factory and reached through `request.app.state`.
+
+The dependencies are `async def` on purpose: FastAPI runs plain `def` dependencies on a thread
+pool, a thread hop per dependency per request.
+"""
 
 from __future__ import annotations
 
@@ -28,17 +32,17 @@ class Services:
         return self.embeddings.ready and all(b.ready for b in self.backends)
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
     return request.app.state.services
 
 
-def principal(request: Request) -> Principal:
+async def principal(request: Request) -> Principal:
     who = request.app.state.services.auth.authenticate(request.headers.get("authorization"))
     request.state.tenant = who.tenant
     return who
 
 
-def admin(request: Request) -> Principal:
+async def admin(request: Request) -> Principal:
     who = request.app.state.services.auth.admin(request.headers.get("authorization"))
     request.state.tenant = who.tenant
     return who
