@@ -2,8 +2,9 @@
 
 The classifier scores each category by the mean cosine of the query to its k nearest example
 prompts (k-nearest-examples is sturdier than one centroid when a category is a union of
-clusters, as "code" is). Below `min_score` nothing is similar enough and the default category
-is used.
+clusters, as "code" is). Below `min_classifier_score` nothing is similar enough and the default
+category is used; near ties go to the safer category (never cached, then shortest TTL), so a
+borderline personal or time-sensitive question is not served a long-lived answer.
 """
 
 from __future__ import annotations
@@ -63,7 +64,15 @@ class CategoryClassifier:
         scores = self.scores(vector)
         if not scores:
             return Classification(self.config.default_category, 0.0, "default")
-        best = max(scores, key=scores.__getitem__)
-        if scores[best] < self.config.min_classifier_score:
-            return Classification(self.config.default_category, scores[best], "default")
+        top = max(scores.values())
+        if top < self.config.min_classifier_score:
+            return Classification(self.config.default_category, top, "default")
+        # Near ties go to the safer policy: never cached first, then the shortest TTL.
+        close = [n for n, s in scores.items() if s >= top - self.config.classifier_tie_margin]
+        best = min(close, key=self._risk_order)
         return Classification(best, scores[best], "classifier")
+
+    def _risk_order(self, name: str) -> tuple[int, float]:
+        cat = self.config.category(name)
+        assert cat is not None
+        return (1 if cat.enabled else 0, cat.ttl_s if cat.ttl_s is not None else float("inf"))

@@ -95,7 +95,7 @@ def default_categories() -> list[CategoryConfig]:
             "Write a bash script that renames all .txt files",
             "What is the time complexity of quicksort?",
             "How do I center a div with CSS?",
-        ], threshold=0.88, min_threshold=0.84, ttl_s=30 * 86400.0),
+        ], threshold=0.85, min_threshold=0.80, ttl_s=30 * 86400.0),
         _cat("math", [
             "What is the derivative of x^2 sin x?",
             "Solve 3x + 7 = 22",
@@ -109,7 +109,7 @@ def default_categories() -> list[CategoryConfig]:
             "What is the probability of rolling two sixes?",
             "Explain eigenvalues and eigenvectors",
             "What is the sum of the interior angles of a hexagon?",
-        ], threshold=0.90, min_threshold=0.86, ttl_s=90 * 86400.0),
+        ], threshold=0.86, min_threshold=0.82, ttl_s=90 * 86400.0),
         _cat("factual", [
             "What is the capital of Australia?",
             "Who wrote Pride and Prejudice?",
@@ -123,7 +123,7 @@ def default_categories() -> list[CategoryConfig]:
             "What language is spoken in Brazil?",
             "How does a vaccine work?",
             "What is the largest planet in the solar system?",
-        ], threshold=0.86, min_threshold=0.82, ttl_s=30 * 86400.0),
+        ], threshold=0.85, min_threshold=0.80, ttl_s=30 * 86400.0),
         _cat("conversational", [
             "Hi, how are you?",
             "Tell me a joke",
@@ -137,7 +137,7 @@ def default_categories() -> list[CategoryConfig]:
             "Suggest a name for my new puppy",
             "Thanks, that was helpful!",
             "How do I stay motivated to exercise?",
-        ], threshold=0.86, min_threshold=0.82, ttl_s=7 * 86400.0),
+        ], threshold=0.85, min_threshold=0.80, ttl_s=7 * 86400.0),
         _cat("time_sensitive", [
             "What is the weather in London today?",
             "What is the current price of bitcoin?",
@@ -151,7 +151,7 @@ def default_categories() -> list[CategoryConfig]:
             "How is Apple stock doing today?",
             "Current interest rates for a mortgage",
             "Are there any flight delays at JFK right now?",
-        ], threshold=0.92, min_threshold=0.88, ttl_s=300.0, max_entries=10_000),
+        ], threshold=0.86, min_threshold=0.82, ttl_s=300.0, max_entries=10_000),
         _cat("personal", [
             "What is my account balance?",
             "When is my next appointment?",
@@ -176,7 +176,11 @@ class CacheConfig(_Section):
         "conversational", description="Used when the classifier is unsure and no category is given."
     )
     min_classifier_score: float = Field(
-        0.35, ge=0.0, le=1.0, description="Below this best example similarity the default category is used."
+        0.2, ge=0.0, le=1.0, description="Below this best example similarity the default category is used."
+    )
+    classifier_tie_margin: float = Field(
+        0.03, ge=0.0, le=1.0, description="Categories this close to the best score count as ties; the "
+        "safer one (never cached, then shortest TTL) wins.",
     )
     disabled_models: list[str] = Field(default_factory=list, description="Models (or backends) never cached.")
     max_temperature: float = Field(

@@ -37,14 +37,14 @@ STOPWORDS = frozenset(_words("""
     explain show give need want know get make let just really very also too way ways thing things
     something anything someone anyone kind sort type correct proper properly best good simple simply
     easy easily quick quickly possible possibly help like use using used mean means meaning does
-    doing done go going one ones s t
+    doing done go going one ones s t much many some any vs versus
 """))
 # Scope: quantifiers and restrictors that change which things the answer covers.
 SCOPE = frozenset({
-    "all", "every", "each", "only", "both", "either", "entire", "whole", "many", "few", "several", "single",
+    "all", "every", "each", "only", "both", "either", "entire", "whole", "few", "several", "single",
     "multiple", "except", "excluding", "including", "exactly", "approximately", "average", "total", "per",
     "mostly", "partly", "partially", "fully", "completely", "recursively", "individually", "together",
-    "separately", "first", "last",
+    "separately", "first", "last", "minimum", "maximum", "min", "max",
 })
 # Closed-class opposites that WordNet does not list as antonyms.
 OPPOSITES = [
@@ -61,13 +61,18 @@ OPPOSITES = [
     ("enable", "disable"), ("rise", "fall"), ("gain", "lose"), ("north", "south"), ("east", "west"),
     ("pros", "cons"), ("advantage", "disadvantage"), ("benefit", "risk"), ("cause", "effect"),
     ("maximize", "minimize"), ("overestimate", "underestimate"), ("prefix", "suffix"), ("head", "tail"),
-    ("sunrise", "sunset"), ("male", "female"), ("boil", "freeze"), ("melt", "freeze"), ("borrow", "lend"),
+    ("sunrise", "sunset"), ("near", "far"), ("close", "far"), ("nearest", "farthest"),
+    ("closest", "farthest"), ("male", "female"), ("boil", "freeze"), ("melt", "freeze"),
+    ("borrow", "lend"),
 ]
 OPPOSING_PREFIXES = [("in", "out"), ("up", "down"), ("over", "under"), ("en", "de"), ("im", "ex"),
                      ("inc", "dec"), ("pre", "post"), ("max", "min"), ("", "un"), ("", "in"), ("", "im"),
                      ("", "il"), ("", "ir"), ("", "dis"), ("", "non"), ("", "anti"), ("", "de")]
 # Directional prepositions: which argument they govern matters ("X to Y" != "Y to X").
-DIRECTIONAL = frozenset({"to", "from", "into", "than", "onto", "per", "versus", "vs", "toward", "towards"})
+DIRECTIONAL = {"to": "to", "into": "to", "onto": "to", "toward": "to", "towards": "to", "from": "from",
+               "than": "than", "per": "per", "versus": "vs", "vs": "vs", "of": "of", "in": "in"}
+RESTRICTIVE = frozenset({"for", "with", "without", "in", "on", "by", "of", "from", "to", "at", "under", "over",
+                         "during", "after", "before", "except", "per", "within", "between", "among"})
 IRREGULAR_GRADE = {
     "better": ("good", "cmp"), "best": ("good", "sup"), "worse": ("bad", "cmp"), "worst": ("bad", "sup"),
     "more": ("much", "cmp"), "most": ("much", "sup"), "less": ("little", "cmp"), "least": ("little", "sup"),
@@ -98,11 +103,19 @@ WEEKDAYS = {d: d for d in ["monday", "tuesday", "wednesday", "thursday", "friday
     "mon": "monday", "tue": "tuesday", "tues": "tuesday", "wed": "wednesday", "thu": "thursday",
     "thur": "thursday", "thurs": "thursday", "fri": "friday", "sat": "saturday", "sun": "sunday",
 }
+# Words that all mean "as of now": interchangeable in a question ("current price" = "price now").
+NOW = frozenset({"now", "currently", "current", "latest", "recent", "recently", "today", "present", "presently",
+                 "nowadays", "moment"})
 RELATIVE_TIME = frozenset({
-    "today", "tonight", "tomorrow", "yesterday", "now", "currently", "current", "latest", "recent",
-    "recently", "ago", "upcoming", "soon", "morning", "afternoon", "evening", "night", "midnight", "noon",
+    "tonight", "tomorrow", "yesterday", "ago", "upcoming", "soon", "morning", "afternoon", "evening", "night",
+    "midnight", "noon",
     "weekend", "spring", "summer", "autumn", "fall", "winter", "am", "pm", "past", "future", "previous",
     "next", "last", "this", "century", "decade", "bc", "ad",
+})
+DATED = frozenset({
+    "second", "minute", "hour", "day", "week", "month", "year", "quarter", "season", "weekend", "morning",
+    "afternoon", "evening", "night", "spring", "summer", "autumn", "fall", "winter", "semester", "decade",
+    "century", "time",
 })
 MANNER = frozenset({"way", "ways", "method", "methods", "approach", "option", "options", "solution"})
 PERIODS = frozenset({"second", "minute", "hour", "day", "week", "month", "year", "quarter", "season"})
@@ -143,9 +156,11 @@ _TOKEN_RE = re.compile(
     r"[$€£¥₹%]"
     r"|°[cCfF]\b"
     r"|\d+(?:[.,:/]\d+)*(?:st|nd|rd|th|s)?(?=[a-zA-Z%°]|\b|$)"
-    r"|[A-Za-z][A-Za-z0-9]*(?:[.+#_/-]?[A-Za-z0-9+#]+)*(?:\+\+|#)?"
-    r"|'[a-z]+"
+    r"|[A-Za-z][A-Za-z0-9]*(?:[.+#_/]?[A-Za-z0-9+#]+)*(?:\+\+|#)?"
+    r"|(?<=[\s\dA-Za-z)])[+*/^=<>](?=[\s\dA-Za-z(])|(?<=\s)-(?=\s)"
 )
+OPERATORS = {"+": "+", "-": "-", "*": "*", "/": "/", "^": "^", "=": "=", "<": "<", ">": ">", "plus": "+",
+             "minus": "-", "squared": "^", "cubed": "^"}
 _CONTRACTIONS = {"n't": "not", "can't": "can not", "won't": "will not", "cannot": "can not", "'s": ""}
 
 
@@ -172,9 +187,6 @@ def tokenize(text: str) -> list[Token]:
         if any(ch in gap for ch in ".?!\n:;"):
             start = True
         raw = m.group(0)
-        if raw.startswith("'"):
-            pos = m.end()
-            continue
         out.append(Token(raw.lower(), raw, start))
         start = False
         pos = m.end()
@@ -188,22 +200,29 @@ def tokenize(text: str) -> list[Token]:
 class Features:
     negations: int = 0
     numbers: Counter = field(default_factory=Counter)
+    operators: Counter = field(default_factory=Counter)
     dates: Counter = field(default_factory=Counter)
     units: Counter = field(default_factory=Counter)
     entities: set[str] = field(default_factory=set)
     grades: Counter = field(default_factory=Counter)
+    grade_bases: set[str] = field(default_factory=set)
     scope: Counter = field(default_factory=Counter)
     roles: set[tuple[str, str]] = field(default_factory=set)
     content: set[str] = field(default_factory=set)  # lemmas of content words
     words: set[str] = field(default_factory=set)  # lemmas of all words
+    tokens: set[str] = field(default_factory=set)  # lemmas of words, and numbers as written
+    governed: set[str] = field(default_factory=set)  # content lemmas right after a preposition
     forms: dict[str, set[str]] = field(default_factory=dict)  # lemma -> the forms it came from
 
 
 class Guard:
     """Compares two questions; `check(a, b)` returns None when they ask the same thing, else a reason."""
 
-    def __init__(self, lexicon: Lexicon) -> None:
+    def __init__(self, lexicon: Lexicon, vocabulary: set[str] | None = None) -> None:
+        """`vocabulary`: extra known words, e.g. the whole-word tokens of the embedder's tokenizer
+        (they cover function words and inflections WordNet does not list: "whether", "wrote")."""
         self.lex = lexicon
+        self.vocabulary = vocabulary or set()
         self._opposites: dict[str, set[str]] = {}
         for a, b in OPPOSITES:
             self._opposites.setdefault(a, set()).add(b)
@@ -217,24 +236,33 @@ class Guard:
         if w in IRREGULAR_GRADE:
             return IRREGULAR_GRADE[w][0]
         known = self.lex.words
-        for suffix, repl in (("ies", "y"), ("ied", "y"), ("iest", "y"), ("ier", "y"), ("es", ""), ("s", ""),
+        for suffix, repl in (("ies", "y"), ("ied", "y"), ("iest", "y"), ("ier", "y"), ("s", ""), ("es", ""),
                              ("ing", ""), ("ing", "e"), ("ed", ""), ("ed", "e"), ("est", ""), ("est", "e"),
                              ("er", ""), ("er", "e")):
             if w.endswith(suffix) and len(w) - len(suffix) >= 2:
                 base = w[: len(w) - len(suffix)] + repl
                 if len(base) > 3 and base[-1] == base[-2] and base[-1] not in "aeiouls" and base[:-1] in known:
                     base = base[:-1]  # bigger -> big, running -> run
+                graded = suffix in ("er", "est", "ier", "iest")
+                if graded and not self._comparative_form(w):
+                    continue
                 if base in known and (w not in known or suffix in ("s", "es", "ies") or self._gradable(base)):
                     return base
         return w
 
+    def _comparative_form(self, w: str) -> bool:
+        """-er/-est words that WordNet lists as nouns or verbs ("number", "leader") are not grades."""
+        return w not in self.lex.words or w in self.lex.adjectives
+
     def _gradable(self, base: str) -> bool:
-        return bool(self.lex.antonyms.get(base))
+        return base in self.lex.adjectives and bool(self.lex.antonyms.get(base))
 
     def grade(self, w: str) -> tuple[str, str] | None:
         """('fast', 'cmp') for "faster", ('large', 'sup') for "largest", else None."""
         if w in IRREGULAR_GRADE:
             return IRREGULAR_GRADE[w]
+        if not self._comparative_form(w):
+            return None
         for suffix, repl, kind in (("iest", "y", "sup"), ("ier", "y", "cmp"), ("est", "", "sup"),
                                    ("est", "e", "sup"), ("er", "", "cmp"), ("er", "e", "cmp")):
             if w.endswith(suffix) and len(w) - len(suffix) >= 2:
@@ -261,8 +289,16 @@ class Guard:
             return w not in STOPWORDS or w in self.lex.proper
         if len(raw) == 1 and raw.isupper() and raw not in "IA":
             return True  # C, R
-        if w.isalpha() and len(w) >= 3 and not self.lex.known(w) and not self.lex.known(self.lemma(w)):
+        if w.isalpha() and len(w) >= 3 and not self._known(w):
             return w not in STOPWORDS  # unknown word: an identifier or a name (numpy, kubernetes)
+        return False
+
+    def _known(self, w: str) -> bool:
+        if w in self.vocabulary or self.lex.known(w) or self.lex.known(self.lemma(w)):
+            return True
+        for suffix in ("ally", "ly"):  # botanically -> botanical, quickly -> quick
+            if w.endswith(suffix) and (self.lex.known(w[: -len(suffix)]) or self.lex.known(w[:-2])):
+                return True
         return False
 
     def _features(self, text: str) -> Features:
@@ -279,8 +315,14 @@ class Guard:
             for j in range(n - size + 1):
                 if any(k in consumed for k in range(j, j + size)):
                     continue
-                phrase = " ".join(t.text for t in toks[j: j + size])
-                if phrase in self.lex.proper:
+                span = toks[j: j + size]
+                phrase = " ".join(t.text for t in span)
+                # "long beach" inside "week-long beach" is not the city: a lower-case phrase of
+                # common words names something only when capitalised.
+                named = any(t.raw[0].isupper() and not t.start for t in span) or any(
+                    t.text not in self.lex.words for t in span
+                )
+                if phrase in self.lex.proper and named:
                     f.entities.add(phrase)
                     consumed.update(range(j, j + size))
         while i < n:
@@ -289,6 +331,10 @@ class Guard:
             if i in consumed:
                 i += 1
                 continue
+            if w in OPERATORS:
+                f.operators[OPERATORS[w]] += 1
+                if w in ("squared", "cubed"):
+                    f.numbers["2" if w == "squared" else "3"] += 1
             if w in NEGATORS or (w == "no" and i + 1 < n and toks[i + 1].text == "longer"):
                 f.negations += 1
             # numbers: digits (with a glued unit), number words, ordinals
@@ -315,16 +361,20 @@ class Guard:
                 f.dates[f"month:{MONTHS[w]}"] += 1
             elif w in WEEKDAYS:
                 f.dates[WEEKDAYS[w]] += 1
+            elif w in NOW:
+                f.dates["now"] = 1
             elif w in RELATIVE_TIME and w not in ("last", "next", "this", "past", "fall"):
-                f.dates[w] += 1
+                f.dates[w] = 1
             elif w in ("last", "next", "this", "past", "previous", "coming") and i + 1 < n:
                 nxt = self.lemma(toks[i + 1].text)
-                if nxt in PERIODS or toks[i + 1].text in WEEKDAYS or toks[i + 1].text in MONTHS:
-                    f.dates[f"{w}:{nxt}"] += 1
+                if nxt in DATED or toks[i + 1].text in WEEKDAYS or toks[i + 1].text in MONTHS:
+                    f.dates[f"{w}:{nxt}"] = 1
             unit = _UNITS.get(w) or _UNITS.get(self.lemma(w))
             counted = len(w) > 2 or tok.raw in "$€£¥₹%" or _after_number(toks, i)
-            if unit and counted and not (w == "second" and not _after_number(toks, i)):
-                f.units[unit] += 1  # periods count too: "days in a year" != "weeks in a year"
+            if unit in PERIODS and not _quantified(toks, i):
+                unit = None  # "what year did ..." asks when; "how many days", "3 weeks", "week-long" measure
+            if unit and counted:
+                f.units[unit] += 1
             if w in SCOPE:
                 f.scope[w] += 1
             g = self.grade(w) if w not in STOPWORDS else None
@@ -332,17 +382,24 @@ class Guard:
                 g = None  # "the fastest way to ...": a request for a method, not a comparison
             if g is not None:
                 f.grades[g[1]] += 1
+                f.grade_bases.add(g[0])
+            if w in RESTRICTIVE and i + 1 < n:
+                nxt = next((t for t in toks[i + 1:] if t.text not in STOPWORDS or t.text in SCOPE), None)
+                if nxt is not None and nxt.text.isalpha():
+                    f.governed.add(self.lemma(nxt.text))
             if w in DIRECTIONAL and i + 1 < n:
                 nxt = next((t for t in toks[i + 1:] if t.text not in STOPWORDS), None)
                 if nxt is not None:
-                    f.roles.add((w, self.lemma(nxt.text)))
+                    f.roles.add((DIRECTIONAL[w], self.lemma(nxt.text) if nxt.text.isalpha() else nxt.text))
             if tok.raw[0].isalpha() and self._entity_like(tok, mostly_capitalised):
                 f.entities.add(self.lemma(w) if w.isalpha() else w)
+            f.tokens.add(self.lemma(w) if w.isalpha() else w)
             if w.isalpha():
                 lem = self.lemma(w)
                 f.words.add(lem)
                 f.forms.setdefault(lem, set()).add(w)
-                if w not in STOPWORDS:
+                temporal = w in NOW or w in RELATIVE_TIME or w in MONTHS or w in WEEKDAYS
+                if w not in STOPWORDS and not unit and not temporal and w not in NUMBER_WORDS and w not in ORDINALS:
                     f.content.add(lem)
             i += 1
         return f
@@ -368,6 +425,16 @@ class Guard:
 
     # ---- comparison
 
+    def _variants(self, w: str) -> set[str]:
+        """A word and its plausible bases ("declining" -> "decline", "vertically" -> "vertical")."""
+        out = {w, self.lemma(w)}
+        for suffix, repl in (("ing", ""), ("ing", "e"), ("ed", ""), ("ed", "e"), ("ly", ""), ("ally", "al")):
+            if w.endswith(suffix) and len(w) - len(suffix) >= 3:
+                base = w[: len(w) - len(suffix)] + repl
+                if self.lex.known(base):
+                    out.add(base)
+        return out
+
     def opposite(self, a: str, b: str) -> bool:
         if self.lex.are_antonyms(a, b) or b in self._opposites.get(a, ()):
             return True
@@ -386,45 +453,107 @@ class Guard:
         fa, fb = self.features(a), self.features(b)
         if fa.negations != fb.negations:
             return "negation"
-        if fa.numbers != fb.numbers:
+        if fa.numbers != fb.numbers or fa.operators != fb.operators:
             return "number"
         if fa.dates != fb.dates:
             return "date"
         if fa.units != fb.units:
             return "unit"
-        if fa.entities != fb.entities:
+        # An entity on one side may be a plain word on the other ("String" / "string").
+        ea = {e for e in fa.entities - fb.entities if e not in fb.tokens and not _abbreviates(e, b)}
+        eb = {e for e in fb.entities - fa.entities if e not in fa.tokens and not _abbreviates(e, a)}
+        if ea or eb:
             return "entity"
         only_a, only_b = fa.words - fb.words, fb.words - fa.words
         forms_a = {w for lem in only_a for w in fa.forms[lem]} | only_a
         forms_b = {w for lem in only_b for w in fb.forms[lem]} | only_b
-        for x in forms_a:
-            for y in forms_b:
-                if self.opposite(x, y):
-                    return "antonym"
+        va = {v for x in forms_a for v in self._variants(x)}
+        vb = {v for y in forms_b for v in self._variants(y)}
+        if any(self.opposite(x, y) for x in va for y in vb):
+            return "antonym"
         if fa.grades != fb.grades:
             return "comparative"
+        for x in fa.grade_bases ^ fb.grade_bases:  # "tallest" vs "oldest"; "largest" = "biggest"
+            others = fb.grade_bases if x in fa.grade_bases else fa.grade_bases
+            if not any(self.lex.are_synonyms(x, y) for y in others):
+                return "comparative"
         if fa.scope != fb.scope:
             return "scope"
         if _roles_differ(fa, fb):
             return "direction"
+        ca, cb = fa.content - fb.content, fb.content - fa.content
+        extra = ca or cb
+        if bool(ca) != bool(cb):
+            fx = fa if ca else fb
+            if any(self._qualifier(w) for w in extra):
+                return "scope"  # one question is the other plus a qualifier ("rename a remote branch")
+            if any(w in fx.governed for w in extra):
+                return "scope"  # ... or plus a prepositional restriction ("ideas for kids")
+        if len(ca) == 1 and len(cb) == 1:
+            x, y = next(iter(ca)), next(iter(cb))
+            if self._noun(x) and self._noun(y) and not self._similar_words(x, y, fa, fb):
+                return "substitution"  # one word swapped for a non-synonym ("time" vs "space")
         return None
+
+    def _noun(self, lemma: str) -> bool:
+        """Swapping one noun for another names a different thing ("time" / "space"); swapping
+        verbs or adjectives is how people paraphrase ("read" / "open"). Unknown words count
+        as nouns."""
+        return lemma in self.lex.nouns or not self.lex.known(lemma)
+
+    def _qualifier(self, lemma: str) -> bool:
+        """A word that narrows a question: a polar adjective or adverb ("remote", "descending")."""
+        if lemma.endswith(("ed", "ing")) or lemma in self.lex.nouns:
+            return False
+        return lemma in self.lex.adjectives and bool(self.lex.antonyms.get(lemma))
+
+    def _similar_words(self, x: str, y: str, fa: Features, fb: Features) -> bool:
+        forms_x = fa.forms.get(x, set()) | {x}
+        forms_y = fb.forms.get(y, set()) | {y}
+        if any(self.lex.are_synonyms(a, b) for a in forms_x for b in forms_y):
+            return True
+        # Same stem ("recommendation" / "recommend"): a change of word class, not of meaning.
+        stem = min(len(x), len(y))
+        return stem >= 5 and x[:stem - 2] == y[:stem - 2]
+
+
+def _abbreviates(short: str, text: str) -> bool:
+    """`short` abbreviates a run of 2-4 words of `text`: its letters appear in order, starting with
+    the run's first letter ("jvm" / "Java virtual machine", "sqrt" / "square root", "wwii" / "World
+    War II"), or it is a shortened word ("dicts" / "dictionaries"), never a known name."""
+    if not short.isalnum() or len(short) < 2:
+        return False
+    words = [t.text for t in tokenize(text) if t.text.isalnum()]
+    for i in range(len(words)):
+        if len(short) >= 4 and words[i] != short and words[i].startswith(short[:4]) and short[-1] in words[i]:
+            return True  # a clipped form of one word
+        for n in (2, 3, 4):
+            run = words[i: i + n]
+            if len(run) < n or run[0][0] != short[0]:
+                continue
+            if _subsequence(short, "".join(run)) and all(_subsequence(w[0], short) for w in run):
+                return True
+    return False
+
+
+def _subsequence(short: str, long: str) -> bool:
+    it = iter(long)
+    return all(ch in it for ch in short)
 
 
 def _roles_differ(fa: Features, fb: Features) -> bool:
-    """A word both ask about is governed by different directional prepositions on each side
-    ("celsius to fahrenheit" vs "fahrenheit to celsius"). Only when both sides use such roles."""
-    shared = fa.content & fb.content
+    """The same preposition governs different words that both texts contain: "celsius to
+    fahrenheit" vs "fahrenheit to celsius", "15% of 240" vs "240 is what percent of 15"."""
+    shared = fa.tokens & fb.tokens
     by_a: dict[str, set[str]] = {}
     by_b: dict[str, set[str]] = {}
     for p, w in fa.roles:
         if w in shared:
-            by_a.setdefault(w, set()).add(p)
+            by_a.setdefault(p, set()).add(w)
     for p, w in fb.roles:
         if w in shared:
-            by_b.setdefault(w, set()).add(p)
-    if not by_a or not by_b:
-        return False
-    return any(by_a.get(w, set()) != by_b.get(w, set()) for w in by_a.keys() | by_b.keys())
+            by_b.setdefault(p, set()).add(w)
+    return any(by_a[p].isdisjoint(by_b[p]) for p in by_a.keys() & by_b.keys())
 
 
 def _num(value: str) -> str:
@@ -433,6 +562,18 @@ def _num(value: str) -> str:
     except ValueError:
         return value
     return str(int(x)) if x == int(x) else repr(x)
+
+
+QUANTIFIERS = frozenset({"many", "much", "few", "several", "per", "every", "each", "long"})
+
+
+def _quantified(toks: list[Token], i: int) -> bool:
+    """A period word used as a measure: after a number or quantifier, or before "long"."""
+    if _after_number(toks, i):
+        return True
+    if i > 0 and toks[i - 1].text in QUANTIFIERS:
+        return True
+    return i + 1 < len(toks) and toks[i + 1].text == "long"
 
 
 def _after_number(toks: list[Token], i: int) -> bool:

@@ -9,6 +9,12 @@ It is derived once from Princeton WordNet 3.0 (see `build`) and shipped as
                             Pygments' lexer names ("python", "rust", "go")
     a <TAB> word <TAB> word a direct antonym pair, or a satellite adjective and the antonym
                             of its head ("cheap" / "expensive")
+    j <TAB> word            an adjective or adverb (gradable words take -er/-est)
+    v <TAB> word            a verb
+    n <TAB> word            a word used mostly as a noun (more noun senses than verb and adjective
+                            senses together: "time", "rain"; not "read", "open")
+    s <TAB> word <TAB> ids  the synsets (base-36 numbers) of a word that has synonyms: two words
+                            sharing one are synonyms in some sense ("merge" / "combine")
 
 Rebuild with `python -m tiergate.cache.lexicon WORDNET_DICT_DIR OUT` where the folder holds
 WordNet's `data.noun|verb|adj|adv` files.
@@ -30,6 +36,10 @@ class Lexicon:
     words: set[str] = field(default_factory=set)
     proper: set[str] = field(default_factory=set)
     antonyms: dict[str, set[str]] = field(default_factory=dict)
+    adjectives: set[str] = field(default_factory=set)
+    verbs: set[str] = field(default_factory=set)
+    nouns: set[str] = field(default_factory=set)
+    synsets: dict[str, frozenset[int]] = field(default_factory=dict)
     max_proper_words: int = 3
 
     def known(self, word: str) -> bool:
@@ -37,6 +47,10 @@ class Lexicon:
 
     def are_antonyms(self, a: str, b: str) -> bool:
         return b in self.antonyms.get(a, ())
+
+    def are_synonyms(self, a: str, b: str) -> bool:
+        sa, sb = self.synsets.get(a), self.synsets.get(b)
+        return bool(sa and sb and not sa.isdisjoint(sb))
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> Lexicon:
@@ -52,6 +66,15 @@ class Lexicon:
                 lex.words.add(rest)
             elif kind in ("p", "e"):
                 lex.proper.add(rest)
+            elif kind == "j":
+                lex.adjectives.add(rest)
+            elif kind == "v":
+                lex.verbs.add(rest)
+            elif kind == "n":
+                lex.nouns.add(rest)
+            elif kind == "s":
+                word, _, ids = rest.partition("\t")
+                lex.synsets[word] = frozenset(int(x, 36) for x in ids.split(","))
             elif kind == "a":
                 a, _, b = rest.partition("\t")
                 lex.antonyms.setdefault(a, set()).add(b)
@@ -136,11 +159,56 @@ def build(dict_dir: str | Path, out: str | Path) -> None:
                 b = norm(anti[1][int(hst[2:], 16) - 1])
                 for w in ws:
                     pairs.add((norm(w), b))
+    adjectives: set[str] = set()
+    verbs: set[str] = set()
+    members: dict[str, set[int]] = {}
+    ids = {key: n for n, key in enumerate(sorted(synsets))}
+
+    def single(ws: list[str]) -> list[str]:
+        return [norm(w) for w in ws if "_" not in w and not w[:1].isupper()]
+
+    senses: dict[str, list[int]] = {}
+    for key, (_ss_type, ws, ptrs) in synsets.items():
+        words_here = single(ws)
+        for w in set(words_here):
+            senses.setdefault(w, [0, 0])[0 if key[0] == "n" else 1] += 1
+        if key[0] in ("a", "r"):
+            adjectives.update(words_here)
+        if key[0] == "v":
+            verbs.update(words_here)
+        if len(set(words_here)) >= 2:
+            for w in set(words_here):
+                members.setdefault(w, set()).add(ids[key])
+        # Related senses count as one meaning: a satellite adjective and its head ("brief" /
+        # "short"), an adjective and the attribute it measures ("tall" / "height").
+        for sym, off, ppos, _st in ptrs:
+            if sym not in ("&", "="):
+                continue
+            other = (("a" if ppos == "s" else ppos), off)
+            if other not in synsets:
+                continue
+            link = ids[other]
+            for w in set(words_here) | set(single(synsets[other][1])):
+                members.setdefault(w, set()).add(link)
     lines = [f"w\t{w}" for w in sorted(words)]
+    lines += [f"j\t{w}" for w in sorted(adjectives)]
+    lines += [f"v\t{w}" for w in sorted(verbs)]
+    lines += [f"n\t{w}" for w, (nn, other) in sorted(senses.items()) if nn > other]
+    lines += [f"s\t{w}\t" + ",".join(_b36(i) for i in sorted(m)) for w, m in sorted(members.items())]
     lines += [f"p\t{w}" for w in sorted(proper - words)]
     lines += [f"e\t{w}" for w in sorted(_language_names(words, proper) - (proper - words))]
     lines += [f"a\t{a}\t{b}" for a, b in sorted(pairs) if a != b]
     Path(out).write_bytes(gzip.compress(("\n".join(lines) + "\n").encode("utf-8"), 9))
+
+
+def _b36(n: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        n, r = divmod(n, 36)
+        out = digits[r] + out
+        if n == 0:
+            return out
 
 
 def _language_names(words: set[str], proper: set[str]) -> set[str]:

@@ -118,13 +118,14 @@ class SemanticCache:
         self.store = store
         self.clock = clock
         self.rng = rng or random.Random()
-        self.guard = Guard(lexicon or Lexicon.load())
+        self.guard = Guard(lexicon or Lexicon.load(), tokenizer_words(embedder))
         self.classifier = CategoryClassifier(config, embedder)
         self.comparator = AnswerComparator(embedder, min_similarity=config.budget.answer_similarity)
         self.metrics = CacheMetrics(registry) if registry is not None else None
         self._lock = threading.RLock()
         self._entries: dict[int, Entry] = {}
         self._parts: dict[tuple[str, str], _Partition] = {}
+        self._tenant_parts: dict[str, dict[str, _Partition]] = {}
         self._tenants: dict[str, str] = {}  # tenant -> namespace
         self._counts: dict[tuple[str, str], Counter[str]] = {}
         self._pressure: dict[str, float] = {}
@@ -202,17 +203,24 @@ class SemanticCache:
         controller = self.controllers[cat.name]
         threshold = self.threshold(cat.name, model)
         base.threshold = threshold
-        floor = threshold - (self.config.budget.probe_band if controller.adaptive else 0.0)
+        band = self.config.budget.probe_band if controller.adaptive else 0.0
         setting = key_label(view.setting_key)
         context = key_label(view.context_key)
+        k = self.config.ann.candidates
+        # Every category partition of the tenant is searched: the query's category sets the
+        # policy, but an entry filed under a neighbouring category must still be found. An entry
+        # from another category needs the stricter of the two thresholds.
         with self._lock:
-            part = self._parts.get((tenant, cat.name))
-            found = part.ann.search(vector, self.config.ann.candidates) if part is not None else []
-            candidates = [(self._entries.get(label), sim) for label, sim in found]
+            parts = list(self._tenant_parts.get(tenant, {}).items())
+            found = [(label, sim, name) for name, part in parts for label, sim in part.ann.search(vector, k)]
+            found.sort(key=lambda x: -x[1])
+            candidates = [(self._entries.get(label), sim, name) for label, sim, name in found[:k]]
+        other = {name: self.threshold(name, model) for name, _ in parts}
         expired = []
-        for entry, sim in candidates:
-            if sim < floor:
-                break
+        for entry, sim, part_name in candidates:
+            need = max(threshold, other[part_name])
+            if sim < need - band:
+                continue
             if entry is None or entry.tenant != tenant:
                 continue
             if entry.expired(now):
@@ -227,7 +235,7 @@ class SemanticCache:
                 if self.metrics is not None:
                     self.metrics.guard_refusals.labels(cat.name, reason).inc()
                 continue
-            if sim < threshold:
+            if sim < need:
                 base.sample = VerifySample("probe", tenant, cat.name, entry.id, sim)
                 base.similarity = sim
                 break
@@ -549,6 +557,7 @@ class SemanticCache:
             part = _Partition(AnnIndex(self.embedder.dim, m=a.m, ef_construction=a.ef_construction,
                                        ef_search=a.ef_search, compact_ratio=a.compact_ratio))
             self._parts[(tenant, category)] = part
+            self._tenant_parts.setdefault(tenant, {})[category] = part
         return part
 
     def _forget(self, entry: Entry) -> bool:
@@ -647,6 +656,13 @@ class SemanticCache:
                 "tenants": tenants,
                 "replicated": self.invalidator is not None,
             }
+
+
+def tokenizer_words(embedder: Any) -> set[str]:
+    """Whole-word, alphabetic tokens of the embedder's tokenizer (empty when it has none)."""
+    tok = getattr(embedder, "tokenizer", None)
+    vocab = tok.get_vocab() if tok is not None and hasattr(tok, "get_vocab") else {}
+    return {w for w in vocab if w.isalpha() and w.islower() and len(w) > 1}
 
 
 def _shape_digest(view: RequestView) -> int:
