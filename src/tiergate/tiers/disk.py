@@ -40,6 +40,7 @@ import errno
 import fcntl
 import hashlib
 import logging
+import marshal
 import math
 import os
 import struct
@@ -47,7 +48,6 @@ import threading
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from tiergate.tiers import codec
@@ -63,20 +63,20 @@ _REC = struct.Struct("<II")  # body length, crc32(body)
 _PUT = struct.Struct("<BQQQdddHHBB")  # op, file id, file size, size, cost, created, expires, ns/key/dtype len, ndim
 _DEL = struct.Struct("<BHH")
 _REC_PUT = struct.Struct("<II" + _PUT.format[1:])  # record header + PUT fields in one unpack
-_OP_PUT, _OP_DEL = 1, 2
+_OP_PUT, _OP_DEL, _OP_SNAPSHOT = 1, 2, 3
 _KINDS = {Kind.BYTES: 0, Kind.NUMPY: 1, Kind.TORCH: 2}
 _KIND_OF = {v: k for k, v in _KINDS.items()}
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _READ_PREFIX = 4096
 
 
-@dataclass(slots=True)
-class DiskRecord:
-    """A committed object as replayed from the manifest."""
+# A committed object: (namespace, key, size, kind code, dtype, shape, cost, created, expires or None,
+# file id, file size). Plain tuples so that a snapshot is one `marshal` blob that loads at C speed.
+Record = tuple[str, str, int, int, str, tuple[int, ...], float, float, float | None, int, int]
 
-    meta: ObjectMeta
-    file_id: int
-    file_size: int
+
+def record_meta(r: Record) -> ObjectMeta:
+    return ObjectMeta(r[0], r[1], r[2], _KIND_OF[r[3]], r[4], r[5], r[6], r[7], r[7], r[8])
 
 
 def key_hash(fk: FullKey) -> str:
@@ -84,30 +84,42 @@ def key_hash(fk: FullKey) -> str:
     return hashlib.blake2b(f"{ns}\x00{key}".encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
-def _put_record(meta: ObjectMeta, file_id: int, file_size: int) -> bytes:
+def _put_record(meta: ObjectMeta, file_id: int, file_size: int) -> tuple[bytes, Record]:
     ns, key, dt = meta.namespace.encode(), meta.key.encode("utf-8", "surrogatepass"), meta.dtype.encode()
-    body = b"".join(
-        (
-            _PUT.pack(
-                _OP_PUT,
-                file_id,
-                file_size,
-                meta.size,
-                meta.cost,
-                meta.created_at,
-                math.nan if meta.expires_at is None else meta.expires_at,
-                len(ns),
-                len(key),
-                len(dt),
-                len(meta.shape),
-            ),
-            ns,
-            key,
-            dt,
-            struct.pack(f"<{len(meta.shape)}Q", *meta.shape),
-        )
+    expires = math.nan if meta.expires_at is None else meta.expires_at
+    fixed = _PUT.pack(
+        _OP_PUT,
+        file_id,
+        file_size,
+        meta.size,
+        meta.cost,
+        meta.created_at,
+        expires,
+        len(ns),
+        len(key),
+        len(dt),
+        len(meta.shape),
     )
-    body += bytes((_KINDS[meta.kind],))  # the kind byte follows the shape
+    shape = struct.pack(f"<{len(meta.shape)}Q", *meta.shape)
+    body = b"".join((fixed, ns, key, dt, shape, bytes((_KINDS[meta.kind],))))  # kind byte last
+    rec: Record = (
+        meta.namespace,
+        meta.key,
+        meta.size,
+        _KINDS[meta.kind],
+        meta.dtype,
+        tuple(meta.shape),
+        meta.cost,
+        meta.created_at,
+        meta.expires_at,
+        file_id,
+        file_size,
+    )
+    return _REC.pack(len(body), zlib.crc32(body)) + body, rec
+
+
+def _snapshot_record(live: dict[FullKey, Record]) -> bytes:
+    body = bytes((_OP_SNAPSHOT,)) + marshal.dumps(list(live.values()))
     return _REC.pack(len(body), zlib.crc32(body)) + body
 
 
@@ -137,8 +149,7 @@ class DiskTier:
         self._objects = self.path / "objects"
         self._manifest_path = self.path / "manifest.log"
         self._mlock = threading.Lock()
-        self._live: dict[FullKey, bytes] = {}
-        self._file_ids: dict[FullKey, int] = {}
+        self._live: dict[FullKey, Record] = {}
         self._records = 0
         self._mfd = -1
         self._msize = 0
@@ -151,7 +162,7 @@ class DiskTier:
 
     # ---- open / close ----------------------------------------------------------------------
 
-    def open(self) -> list[DiskRecord]:
+    def open(self) -> list[Record]:
         """Lock the directory, replay the manifest and return the live objects in commit order."""
         t0 = time.perf_counter()
         opened_at = time.time()
@@ -179,22 +190,21 @@ class DiskTier:
         self._opened_at = opened_at
         return records
 
-    def _replay(self) -> list[DiskRecord]:
+    def _replay(self) -> list[Record]:
+        """Rebuild the live set: a snapshot record (written by compaction and clean shutdown)
+        loads in one `marshal.loads`; the records appended after it replay one by one."""
         try:
             data = self._manifest_path.read_bytes()
         except FileNotFoundError:
             return []
-        live: dict[FullKey, DiskRecord] = {}
-        raw: dict[FullKey, bytes] = {}
+        live: dict[FullKey, Record] = {}
         mv = memoryview(data)
         pos, n, count = 0, len(data), 0
         rec_size, put_size, del_size = _REC.size, _PUT.size, _DEL.size
         unpack_rec, unpack_rec_put, unpack_del = _REC.unpack_from, _REC_PUT.unpack_from, _DEL.unpack_from
-        crc32 = zlib.crc32
+        crc32, isnan = zlib.crc32, math.isnan
         strings: dict[bytes, str] = {}  # namespaces and dtypes repeat: decode each once
         shapes: dict[int, struct.Struct] = {}
-        kinds = _KIND_OF
-        nan_free = math.isnan
         while pos + rec_size <= n:
             start = pos + rec_size
             op = data[start] if start < n else 0
@@ -221,35 +231,34 @@ class DiskTier:
                     p += dl
                     shp = shapes.get(nd) or shapes.setdefault(nd, struct.Struct(f"<{nd}Q"))
                     shape = shp.unpack_from(data, p)
-                    kind = kinds[data[p + 8 * nd]]
+                    kind = data[p + 8 * nd]
+                    if kind not in _KIND_OF:
+                        break
                     fk = (ns, key)
                     live.pop(fk, None)  # a re-put moves to the end: keep commit order
-                    live[fk] = DiskRecord(
-                        ObjectMeta(
-                            ns,
-                            key,
-                            size,
-                            kind,
-                            dtype,
-                            shape,
-                            cost,
-                            created,
-                            created,
-                            None if nan_free(expires) else expires,
-                        ),
+                    live[fk] = (
+                        ns,
+                        key,
+                        size,
+                        kind,
+                        dtype,
+                        shape,
+                        cost,
+                        created,
+                        None if isnan(expires) else expires,
                         fid,
                         fsize,
                     )
-                    raw[fk] = data[pos:end]
                 elif op == _OP_DEL:
                     _, nl, kl = unpack_del(data, start)
                     p = start + del_size
                     fk = (data[p : p + nl].decode(), data[p + nl : p + nl + kl].decode("utf-8", "surrogatepass"))
                     live.pop(fk, None)
-                    raw.pop(fk, None)
+                elif op == _OP_SNAPSHOT and count == 0:
+                    live = {(r[0], r[1]): r for r in marshal.loads(mv[start + 1 : end])}
                 else:
                     break
-            except (UnicodeDecodeError, KeyError, struct.error, IndexError):
+            except (UnicodeDecodeError, KeyError, struct.error, IndexError, ValueError, EOFError, TypeError):
                 break
             pos = end
             count += 1
@@ -259,8 +268,7 @@ class DiskTier:
                 f.truncate(pos)
                 f.flush()
                 os.fsync(f.fileno())
-        self._live = raw
-        self._file_ids = {fk: r.file_id for fk, r in live.items()}
+        self._live = live
         self._records = count
         self.replayed = len(live)
         return list(live.values())
@@ -276,7 +284,7 @@ class DiskTier:
     def _scrub(self, before: float) -> None:
         """Remove object files no manifest record references (crashed writers), older than open."""
         with self._mlock:
-            ids = list(self._file_ids.items())
+            ids = [(fk, r[9]) for fk, r in self._live.items()]
         wanted = {f"{key_hash(fk)}-{fid:016x}.obj" for fk, fid in ids}
         removed = 0
         try:
@@ -303,6 +311,8 @@ class DiskTier:
             self._scrub_thread = None
         with self._mlock:
             if self._mfd >= 0:
+                if self._records > 1 or (self._live and self._records == 0):
+                    self._compact()  # the next open loads one snapshot instead of replaying
                 if self.fsync:
                     os.fsync(self._mfd)
                 os.close(self._mfd)
@@ -411,24 +421,23 @@ class DiskTier:
     def commit(self, meta: ObjectMeta, file_id: int, file_size: int) -> int | None:
         """Make a written file the current version of its key. Returns the replaced file id."""
         fk = (meta.namespace, meta.key)
-        rec = _put_record(meta, file_id, file_size)
+        raw, rec = _put_record(meta, file_id, file_size)
         with self._mlock:
-            self._append(rec)
+            self._append(raw)
+            old = self._live.pop(fk, None)
             self._live[fk] = rec
-            old = self._file_ids.get(fk)
-            self._file_ids[fk] = file_id
             self._maybe_compact()
-        return old
+        return None if old is None else old[9]
 
     def remove(self, fk: FullKey) -> int | None:
         """Forget a key (DEL record). Returns its file id, for the caller to unlink."""
         with self._mlock:
-            if fk not in self._file_ids:
+            if fk not in self._live:
                 return None
             self._append(_del_record(fk))
-            self._live.pop(fk, None)
+            old = self._live.pop(fk)
             self._maybe_compact()
-            return self._file_ids.pop(fk)
+            return old[9]
 
     def sync(self) -> None:
         """fsync the manifest (after commit/remove, outside the store lock)."""
@@ -439,10 +448,13 @@ class DiskTier:
                     os.fsync(fd)
 
     def _maybe_compact(self) -> None:
-        if self._records <= 2 * len(self._live) + self.compact_min_records:
-            return
+        if self._records > 2 * len(self._live) + self.compact_min_records:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Rewrite the manifest as one snapshot record of the live set (tmp, fsync, rename)."""
         tmp = self._manifest_path.with_suffix(".tmp")
-        data = b"".join(self._live.values())
+        data = _snapshot_record(self._live)
         try:
             with open(tmp, "wb") as f:
                 f.write(data)
@@ -461,7 +473,7 @@ class DiskTier:
         os.close(self._mfd)
         self._mfd = os.open(self._manifest_path, os.O_WRONLY | os.O_APPEND)
         self._msize = len(data)
-        self._records = len(self._live)
+        self._records = 1
 
     def unlink(self, fk: FullKey, file_id: int) -> None:
         _unlink(self.file_path(fk, file_id))

@@ -160,20 +160,20 @@ class TieredStore:
         entries, expiry = self._entries, self._expiry
         order: list[tuple[FullKey, ObjectMeta]] = []
         used = 0
-        for gen, r in enumerate(records, start=1):
-            meta = r.meta
-            meta.tier = DISK
-            fk = (meta.namespace, meta.key)
-            entries[fk] = _Entry(meta, gen, disk_id=r.file_id, disk_bytes=r.file_size)
+        kinds = {0: Kind.BYTES, 1: Kind.NUMPY, 2: Kind.TORCH}
+        for gen, (ns, key, size, kind, dtype, shape, cost, created, expires, fid, fsize) in enumerate(records, start=1):
+            meta = ObjectMeta(ns, key, size, kinds[kind], dtype, shape, cost, created, created, expires, 0, 0, DISK)
+            fk = (ns, key)
+            entries[fk] = _Entry(meta, gen, disk_id=fid, disk_bytes=fsize)
             order.append((fk, meta))
-            used += r.file_size
-            c = per_ns.get(meta.namespace)
+            used += fsize
+            c = per_ns.get(ns)
             if c is None:
-                c = per_ns[meta.namespace] = [0, 0]
+                c = per_ns[ns] = [0, 0]
             c[0] += 1
-            c[1] += r.file_size
-            if meta.expires_at is not None:
-                expiry.append((meta.expires_at, gen, fk))
+            c[1] += fsize
+            if expires is not None:
+                expiry.append((expires, gen, fk))
         st.policy.load(order)
         st.used = used
         heapq.heapify(expiry)
@@ -352,8 +352,12 @@ class TieredStore:
 
     def _admit_memory(self, e: _Entry, tier: TierName, value: Value, work: _Work) -> bool:
         """Place a prepared native value into a memory tier (lock held)."""
-        if not self._make_room(tier, e.meta.size, work):
-            return False
+        e.meta.pins += 1  # the cascade of demotions must not pick this object's own disk copy
+        try:
+            if not self._make_room(tier, e.meta.size, work):
+                return False
+        finally:
+            e.meta.pins -= 1
         st = self._tiers[tier]
         e.mem, e.value = tier, value
         e.meta.tier = tier
