@@ -29,6 +29,7 @@ from tiergate.index.manifest import Manifest, record_files, write_manifest
 from tiergate.index.pq import PQ, choose_m, pack_codes, train_pq
 from tiergate.index.search import GraphSearcher, calibrate_margin
 from tiergate.index.sources import Source, read_sources
+from tiergate.index.store import IndexInfo, make_info
 from tiergate.index.textstore import SCHEMA, make_table, rows_per_group, write_segment
 
 # (stage, done, total or None). Stages: read, embed, graph, prune, pq, write.
@@ -233,7 +234,7 @@ def build_index(
     cancel: threading.Event | None = None,
     ray_address: str | None = None,
     overwrite: bool = False,
-) -> Manifest:
+) -> IndexInfo:
     """Build an index from sources (paths, or iterables of {"id", "text", "metadata"} dicts).
 
     progress=True shows tqdm bars; a callable gets (stage, done, total). Setting `cancel` stops the
@@ -271,7 +272,7 @@ def build_index(
         catalog.set_current(staging, version.name)
         _check_cancel(cancel)
         catalog.publish(staging, target, overwrite)
-        return manifest
+        return make_info(target / version.name, manifest)
     finally:
         close()
         if staging.exists():

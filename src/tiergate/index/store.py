@@ -114,6 +114,7 @@ class Index:
         self._fields: dict[str, list[Any]] = {}
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._cache_size = cache_vectors
+        self._cache_lock = threading.Lock()
 
     # ------------------------------------------------------------ lookups
 
@@ -173,21 +174,23 @@ class Index:
         """Exact embeddings of nodes: re-embedded from their text (a small LRU keeps hot ones)."""
         out = np.empty((len(nodes), self.manifest.dim), dtype=np.float32)
         todo = []
-        for i, u in enumerate(nodes.tolist()):
-            v = self._cache.get(u) if self._cache_size else None
-            if v is None:
-                todo.append(i)
-            else:
-                out[i] = v
+        with self._cache_lock:
+            for i, u in enumerate(nodes.tolist()):
+                v = self._cache.get(u) if self._cache_size else None
+                if v is None:
+                    todo.append(i)
+                else:
+                    out[i] = v
         if todo:
             texts = self.text.texts(nodes[todo])
             vecs = self.embedder.encode(texts, batch_size=min(256, max(1, len(texts))))
             out[todo] = vecs
             if self._cache_size:
-                for i, v in zip(todo, vecs, strict=True):
-                    self._cache[int(nodes[i])] = v
-                while len(self._cache) > self._cache_size:
-                    self._cache.popitem(last=False)
+                with self._cache_lock:
+                    for i, v in zip(todo, vecs, strict=True):
+                        self._cache[int(nodes[i])] = v
+                    while len(self._cache) > self._cache_size:
+                        self._cache.popitem(last=False)
         return out
 
     def search_vectors(self, queries: np.ndarray, params: SearchParams, filters: Filters | None = None) -> list[Hits]:

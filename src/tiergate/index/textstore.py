@@ -8,6 +8,7 @@ a few dozen random passages for re-scoring decodes little.
 from __future__ import annotations
 
 import json
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,6 +49,7 @@ def make_table(ids: Sequence[str], record_ids: Sequence[str], texts: Sequence[st
 
 class TextStore:
     def __init__(self, paths: list[Path], cache_groups: int = 256) -> None:
+        self._lock = threading.Lock()  # the row-group cache is shared by searching threads
         self.paths = paths
         self._files: list[pq.ParquetFile] = []
         starts = [0]
@@ -78,18 +80,20 @@ class TextStore:
 
     def _group(self, seg: int, group: int) -> dict[str, list]:
         key = (seg, group)
-        hit = self._cache.get(key)
-        if hit is not None:
-            self._cache.move_to_end(key)
-            return hit
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit
         try:
             t = self._files[seg].read_row_group(group, columns=["text", "metadata"])
         except Exception as exc:
             raise CorruptIndexError(f"{self.paths[seg]}: row group {group} is unreadable: {exc}") from exc
         value = {"text": t.column("text").to_pylist(), "metadata": t.column("metadata").to_pylist()}
-        self._cache[key] = value
-        if len(self._cache) > self._cache_groups:
-            self._cache.popitem(last=False)
+        with self._lock:
+            self._cache[key] = value
+            if len(self._cache) > self._cache_groups:
+                self._cache.popitem(last=False)
         return value
 
     def take(self, nodes: Sequence[int] | np.ndarray, field: str = "text") -> list[Any]:

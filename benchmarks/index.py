@@ -1,0 +1,713 @@
+"""Index benchmark: tiergate's low-storage index against flat, HNSW, IVF-PQ and LEANN, side by side.
+
+All methods in one run use the same corpus, the same embeddings and the same exact ground truth
+(a flat inner-product search). Per method: index bytes / raw text bytes, bytes per passage,
+recall@3 and @10, exact recomputations per query, latency p50/p95 (text queries end to end: the
+query embedding is included for every method), build time and peak RAM.
+
+Corpora: MuSiQue passages (../shared/data), WordNet glosses (Debian wordnet-base) and synthetic
+clustered vectors (graph + PQ alone; exact re-scoring is a dot product with stored vectors).
+
+    python benchmarks/index.py                 # everything (long: ~1 h on 2 cores)
+    python benchmarks/index.py --quick         # fewer queries, 200k synthetic vectors
+    python benchmarks/index.py --gpu-only --embedder PATH --device cuda --out DIR
+        # GPU numbers with only torch/transformers/sentence-transformers/numpy/pyarrow + tiergate
+
+Results: benchmarks/results/index.json, index.md, index.png (recall-latency).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+BENCH = ROOT / "var" / "bench"
+LEANN_PY = BENCH / "leann-venv" / "bin" / "python"
+WORDNET = Path("/usr/share/wordnet")
+
+
+# ------------------------------------------------------------------ measuring helpers
+
+
+class PeakRSS:
+    """Peak resident memory of this process while the block runs, above what it held before."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self.proc = psutil.Process()
+        self.peak = 0
+        self._stop = threading.Event()
+
+    def __enter__(self) -> PeakRSS:
+        gc.collect()
+        self.base = self.proc.memory_info().rss
+        self.peak = self.base
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._t.join()
+        self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    @property
+    def mib(self) -> float:
+        return (self.peak - self.base) / 2**20
+
+
+def recall(found: list[list[int]], truth: np.ndarray, k: int) -> float:
+    return float(np.mean([len(set(f[:k]) & set(t[:k].tolist())) / k for f, t in zip(found, truth, strict=True)]))
+
+
+def pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(xs) * 1000.0, q)) if xs else float("nan")
+
+
+@dataclass
+class Row:
+    corpus: str
+    method: str
+    setting: str
+    index_bytes: int
+    raw_text_bytes: int
+    passages: int
+    recall3: float
+    recall10: float
+    recompute_per_query: float
+    p50_ms: float
+    p95_ms: float
+    build_s: float
+    peak_ram_mib: float
+    queries: int
+    note: str = ""
+    curve: list[dict[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["index_ratio"] = self.index_bytes / self.raw_text_bytes if self.raw_text_bytes else None
+        d["bytes_per_passage"] = self.index_bytes / max(1, self.passages)
+        return d
+
+
+# ------------------------------------------------------------------ corpora
+
+
+def load_musique(path: Path) -> tuple[list[str], list[str]]:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    texts = list(dict.fromkeys(c["text"] for q in data for c in q["ctxs"]))
+    return texts, [q["question"] for q in data]
+
+
+def load_wordnet(n_queries: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Passages: 'lemma, lemma: definition' per synset; queries: example sentences."""
+    passages, examples = [], []
+    for pos in ("noun", "verb", "adj", "adv"):
+        for line in (WORDNET / f"data.{pos}").read_text(encoding="latin-1").splitlines():
+            if line.startswith("  ") or "|" not in line:
+                continue
+            head, gloss = line.split("|", 1)
+            f = head.split()
+            words = [f[4 + 2 * i].replace("_", " ") for i in range(int(f[3], 16))]
+            parts = [p.strip() for p in gloss.split(";")]
+            definition = "; ".join(p for p in parts if not p.startswith('"'))
+            passages.append(f"{', '.join(words)}: {definition}".strip())
+            examples.extend(p.strip('" ') for p in parts if p.startswith('"') and len(p) > 12)
+    rng = np.random.default_rng(seed)
+    queries = [examples[i] for i in rng.choice(len(examples), size=n_queries, replace=False)]
+    passages = list(dict.fromkeys(passages))
+    return passages, queries
+
+
+def synthetic(n: int, nq: int, dim: int = 96, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Clustered unit vectors (1,000 clusters); queries are other draws from the same clusters."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((1000, dim)).astype(np.float32)
+    x = np.empty((n, dim), dtype=np.float32)
+    for s in range(0, n, 100_000):
+        e = min(n, s + 100_000)
+        x[s:e] = centres[rng.integers(0, 1000, e - s)] + 0.9 * rng.standard_normal((e - s, dim)).astype(np.float32)
+    q = centres[rng.integers(0, 1000, nq)] + 0.9 * rng.standard_normal((nq, dim)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    return x, q.astype(np.float32)
+
+
+def cached_embeddings(name: str, texts: list[str], embedder: Any, batch: int = 128) -> tuple[np.ndarray, float]:
+    """Embeddings of texts, cached under var/bench by model and content; returns (vectors, seconds)."""
+    h = hashlib.sha256(embedder.model_id.encode())
+    for t in texts:
+        h.update(t.encode())
+        h.update(b"\0")
+    path = BENCH / f"{name}-{h.hexdigest()[:12]}.npy"
+    meta = path.with_suffix(".json")
+    if path.is_file() and meta.is_file():
+        return np.load(path), float(json.loads(meta.read_text())["seconds"])
+    BENCH.mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
+    out = np.concatenate([embedder.encode(texts[i : i + 4096], batch_size=batch)
+                          for i in range(0, len(texts), 4096)])
+    seconds = time.perf_counter() - t
+    np.save(path, out)
+    meta.write_text(json.dumps({"seconds": seconds, "n": len(texts)}))
+    return out, seconds
+
+
+class PreloadedEmbedder:
+    """The real embedder, but texts embedded earlier come from memory (used for builds only:
+    every method starts from the same precomputed embeddings). Searches use the real one."""
+
+    def __init__(self, inner: Any, texts: list[str], vectors: np.ndarray) -> None:
+        self.inner = inner
+        self.model_id, self.dim, self.tokenizer, self.max_tokens = (
+            inner.model_id, inner.dim, inner.tokenizer, inner.max_tokens)
+        self.known = {t: i for i, t in enumerate(texts)}
+        self.vectors = vectors
+
+    def encode(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        idx = [self.known.get(t, -1) for t in texts]
+        if min(idx, default=0) >= 0:
+            return self.vectors[idx]
+        return self.inner.encode(texts, batch_size=batch_size)
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+
+def exact_truth(x: np.ndarray, q: np.ndarray, k: int = 10) -> np.ndarray:
+    out = np.empty((len(q), k), dtype=np.int64)
+    for s in range(0, len(q), 256):
+        sims = q[s : s + 256] @ x.T
+        part = np.argpartition(-sims, k, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(sims, part, 1), axis=1)
+        out[s : s + 256] = np.take_along_axis(part, order, 1)
+    return out
+
+
+def dir_bytes(path: Path, skip: tuple[str, ...] = ()) -> dict[str, int]:
+    return {p.name: p.stat().st_size for p in Path(path).rglob("*") if p.is_file() and not p.name.startswith(skip)}
+
+
+# ------------------------------------------------------------------ tiergate
+
+
+TIERGATE_SETTINGS = [(32, 16), (48, 20), (64, 24), (96, 40), (160, 64)]  # (ef, recompute); 3rd = default
+
+
+def bench_tiergate_text(corpus: str, texts: list[str], queries: list[str], x: np.ndarray, truth: np.ndarray,
+                        embedder: Any, work: Path, curve: bool = True) -> Row:
+    from tiergate.config import load_settings
+    from tiergate.index import build_index, open_index
+    from tiergate.index.search import SearchParams
+
+    settings = load_settings(data_dir=work / "var")
+    src = work / f"{corpus}.jsonl"
+    with src.open("w", encoding="utf-8") as f:
+        for i, t in enumerate(texts):
+            f.write(json.dumps({"id": str(i), "text": t}) + "\n")
+    pre = PreloadedEmbedder(embedder, texts, x)
+    with PeakRSS() as mem:
+        t = time.perf_counter()
+        build_index(settings, corpus, [src], embedder=pre, overwrite=True)
+        build_s = time.perf_counter() - t
+    index = open_index(settings, corpus, embedder=embedder)
+    info = index.info()
+    default = SearchParams()
+    points = []
+    main: dict[str, Any] = {}
+    for ef, rc in TIERGATE_SETTINGS if curve else [(default.ef, default.recompute)]:
+        lat, found10, found3, recomputed = [], [], [], []
+        for q in queries:
+            t = time.perf_counter()
+            res, stats = index.search_batch([q], 10, ef=ef, recompute=rc, with_stats=True)
+            lat.append(time.perf_counter() - t)
+            found10.append([int(h.id) for h in res[0]])
+            recomputed.append(stats[0].recomputed)
+        for q in queries:
+            res = index.search_batch([q], 3, ef=ef, recompute=rc)
+            found3.append([int(h.id) for h in res[0]])
+        point = {"ef": ef, "recompute": rc, "recall3": recall(found3, truth, 3), "recall10": recall(found10, truth, 10),
+                 "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95), "recomputed": float(np.mean(recomputed))}
+        points.append(point)
+        print(f"  tiergate ef={ef} recompute={rc}: r@3={point['recall3']:.3f} r@10={point['recall10']:.3f} "
+              f"p50={point['p50_ms']:.0f}ms recomputed={point['recomputed']:.1f}", flush=True)
+        if (ef, rc) == (default.ef, default.recompute):
+            main = point
+    return Row(corpus, "tiergate", f"defaults (ef={default.ef}, recompute<={default.recompute})", info.index_bytes,
+               info.raw_text_bytes, info.passages, main["recall3"], main["recall10"], main["recomputed"],
+               main["p50_ms"], main["p95_ms"], build_s, mem.mib, len(queries),
+               note=f"PQ {info.pq['m']}x{info.pq['nbits']}b; files: {info.files}", curve=points)
+
+
+def bench_tiergate_vectors(corpus: str, x: np.ndarray, q: np.ndarray, truth: np.ndarray) -> Row:
+    from tiergate.index.build import BuildParams, build_structures, write_structures
+    from tiergate.index.search import SearchParams, rerank
+
+    with PeakRSS() as mem:
+        t = time.perf_counter()
+        st = build_structures(x, BuildParams(pq_bytes=24, pq_bits=8))
+        build_s = time.perf_counter() - t
+    with tempfile.TemporaryDirectory() as d:
+        write_structures(Path(d), st)
+        size = sum(dir_bytes(Path(d)).values())
+    xs = x[st.order]
+    searcher = st.searcher()
+    points, main = [], {}
+    for ef, rc in TIERGATE_SETTINGS:
+        lat, f3, f10, rec = [], [], [], []
+        for k, out in ((10, f10), (3, f3)):
+            for qi in q:
+                t = time.perf_counter()
+                cands = searcher.search_candidates(qi[None], SearchParams(k=k, ef=ef, recompute=rc))
+                hits = rerank(qi[None], cands, lambda ids: xs[ids], k, st.margin)[0]
+                if k == 10:
+                    lat.append(time.perf_counter() - t)
+                    rec.append(hits.recomputed)
+                out.append(st.order[hits.ids].tolist())
+        point = {"ef": ef, "recompute": rc, "recall3": recall(f3, truth, 3), "recall10": recall(f10, truth, 10),
+                 "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95), "recomputed": float(np.mean(rec))}
+        points.append(point)
+        print(f"  tiergate ef={ef} recompute={rc}: r@3={point['recall3']:.3f} r@10={point['recall10']:.3f} "
+              f"p50={point['p50_ms']:.2f}ms", flush=True)
+        if (ef, rc) == (SearchParams().ef, SearchParams().recompute):
+            main = point
+    return Row(corpus, "tiergate", "graph+PQ, exact dot re-scoring", size, 0, len(x), main["recall3"], main["recall10"],
+               main["recomputed"], main["p50_ms"], main["p95_ms"], build_s, mem.mib, len(q),
+               note=f"PQ {st.pq.m}x{st.pq.nbits}b, stage seconds {st.seconds}", curve=points)
+
+
+# ------------------------------------------------------------------ baselines
+
+
+def run_baseline(corpus: str, method: str, setting: str, build: Any, search: Any, sweep: list[Any],
+                 q: np.ndarray, truth: np.ndarray, raw: int, n: int, q_encode_s: float,
+                 size_fn: Any) -> Row:
+    with PeakRSS() as mem:
+        t = time.perf_counter()
+        index = build()
+        build_s = time.perf_counter() - t
+    size = size_fn(index)
+    points = []
+    for param in sweep:
+        lat, f10 = [], []
+        for qi in q:
+            t = time.perf_counter()
+            f10.append(search(index, qi, 10, param))
+            lat.append(time.perf_counter() - t + q_encode_s)
+        f3 = [search(index, qi, 3, param) for qi in q]
+        point = {"param": param, "recall3": recall(f3, truth, 3), "recall10": recall(f10, truth, 10),
+                 "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95)}
+        points.append(point)
+    # Report the cheapest setting reaching recall@10 >= 0.95, else the most accurate one.
+    main = next((p for p in points if p["recall10"] >= 0.95), max(points, key=lambda p: p["recall10"]))
+    print(f"  {method}: r@3={main['recall3']:.3f} r@10={main['recall10']:.3f} p50={main['p50_ms']:.2f}ms "
+          f"bytes={size}", flush=True)
+    return Row(corpus, method, f"{setting}, {main['param']}", size, raw, n, main["recall3"], main["recall10"], 0.0,
+               main["p50_ms"], main["p95_ms"], build_s, mem.mib, len(q), curve=points)
+
+
+def baselines(corpus: str, x: np.ndarray, q: np.ndarray, truth: np.ndarray, raw: int, q_encode_s: float,
+              equal_bytes: int) -> list[Row]:
+    import faiss
+    import hnswlib
+
+    n, dim = x.shape
+    rows = []
+
+    def faiss_size(index: Any) -> int:
+        return int(faiss.serialize_index(index).size)
+
+    def flat_build() -> Any:
+        index = faiss.IndexFlatIP(dim)
+        index.add(x)
+        return index
+
+    def faiss_search(index: Any, qi: np.ndarray, k: int, param: Any) -> list[int]:
+        return index.search(qi[None], k)[1][0].tolist()
+
+    rows.append(run_baseline(corpus, "faiss IndexFlatIP", "exact", flat_build, faiss_search, ["-"], q, truth, raw, n,
+                             q_encode_s, faiss_size))
+
+    def hnswlib_build() -> Any:
+        index = hnswlib.Index(space="ip", dim=dim)
+        index.init_index(max_elements=n, M=16, ef_construction=200, random_seed=0)
+        index.add_items(x, np.arange(n))
+        return index
+
+    def hnswlib_search(index: Any, qi: np.ndarray, k: int, ef: int) -> list[int]:
+        index.set_ef(max(ef, k))
+        return index.knn_query(qi[None], k=k)[0][0].tolist()
+
+    def hnswlib_size(index: Any) -> int:
+        with tempfile.NamedTemporaryFile() as f:
+            index.save_index(f.name)
+            return os.path.getsize(f.name)
+
+    rows.append(run_baseline(corpus, "hnswlib", "M=16, efC=200", hnswlib_build, hnswlib_search, [16, 32, 64, 128],
+                             q, truth, raw, n, q_encode_s, hnswlib_size))
+
+    def fhnsw_build() -> Any:
+        index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 80
+        index.add(x)
+        return index
+
+    def fhnsw_search(index: Any, qi: np.ndarray, k: int, ef: int) -> list[int]:
+        index.hnsw.efSearch = max(ef, k)
+        return index.search(qi[None], k)[1][0].tolist()
+
+    rows.append(run_baseline(corpus, "faiss IndexHNSWFlat", "M=32, efC=80", fhnsw_build, fhnsw_search,
+                             [16, 32, 64, 128], q, truth, raw, n, q_encode_s, faiss_size))
+
+    # IVF-PQ with the same byte budget as tiergate's index (codes + centroids + ids).
+    nlist = int(np.clip(4 * np.sqrt(n), 16, 4096))
+    fixed = nlist * dim * 4 + 256 * dim * 4
+    per = max(1.0, (equal_bytes - fixed) / n - 8)  # faiss stores 8-byte ids per vector
+    m = max((d for d in range(1, dim + 1) if dim % d == 0 and d <= max(1, int(per))), default=1)
+    nbits = 8
+
+    def ivfpq_build() -> Any:
+        quant = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFPQ(quant, dim, nlist, m, nbits, faiss.METRIC_INNER_PRODUCT)
+        train = x[np.random.default_rng(0).choice(n, size=min(n, max(nlist * 40, 256 * 40)), replace=False)]
+        index.train(train)
+        index.add(x)
+        return index
+
+    def ivf_search(index: Any, qi: np.ndarray, k: int, nprobe: int) -> list[int]:
+        index.nprobe = nprobe
+        return index.search(qi[None], k)[1][0].tolist()
+
+    rows.append(run_baseline(corpus, "faiss IVF-PQ", f"equal bytes: nlist={nlist}, PQ {m}x{nbits}b", ivfpq_build,
+                             ivf_search, [4, 16, 64], q, truth, raw, n, q_encode_s, faiss_size))
+    return rows
+
+
+# ------------------------------------------------------------------ LEANN (its own virtualenv: it pins transformers 4)
+
+
+def leann_worker(args: argparse.Namespace) -> None:
+    """Runs inside LEANN's venv: build from our embeddings, search with recomputation."""
+    import resource
+
+    from leann import LeannBuilder, LeannSearcher
+
+    spec = json.loads(Path(args.leann_worker).read_text())
+    x = np.load(spec["vectors"])
+    texts = [json.loads(line)["text"] for line in Path(spec["texts"]).read_text().splitlines()]
+    out: dict[str, Any] = {}
+    path = str(Path(spec["dir"]) / "index.leann")
+    t = time.perf_counter()
+    builder = LeannBuilder("hnsw", embedding_model=spec["model"], embedding_mode="sentence-transformers",
+                           is_recompute=True, is_compact=True, distance_metric="mip", graph_degree=32,
+                           complexity=64)
+    for i, text in enumerate(texts):
+        builder.add_text(text, metadata={"id": str(i)})
+    builder.build_index_from_arrays(path, [str(i) for i in range(len(texts))], x)
+    out["build_s"] = time.perf_counter() - t
+    out["files"] = {p.name: p.stat().st_size for p in Path(spec["dir"]).iterdir() if p.is_file()}
+    searcher = LeannSearcher(path, recompute_embeddings=True)
+    searcher.search(spec["queries"][0], top_k=3, complexity=spec["complexity"])  # warm-up: server start
+    found3, found10, lat = [], [], []
+    for q in spec["queries"]:
+        t = time.perf_counter()
+        res = searcher.search(q, top_k=10, complexity=spec["complexity"])
+        lat.append(time.perf_counter() - t)
+        found10.append([int(r.id) for r in res])
+        found3.append([int(r.id) for r in searcher.search(q, top_k=3, complexity=spec["complexity"])])
+    with contextlib.suppress(Exception):
+        searcher.cleanup()
+    out.update(found3=found3, found10=found10, latency=lat,
+               peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    Path(spec["out"]).write_text(json.dumps(out))
+
+
+def bench_leann(corpus: str, texts: list[str], queries: list[str], x: np.ndarray, truth: np.ndarray,
+                model_dir: Path, raw: int, work: Path, complexity: int = 64) -> Row:
+    if not LEANN_PY.is_file():
+        return _leann_missing(corpus, raw, len(texts), f"LEANN venv not found at {LEANN_PY} (see --help)")
+    d = work / f"leann-{corpus}"
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir(parents=True)
+    np.save(d / "x.npy", x)
+    with (d / "texts.jsonl").open("w") as f:
+        for t in texts:
+            f.write(json.dumps({"text": t}) + "\n")
+    idx = d / "index"
+    idx.mkdir()
+    spec = {"vectors": str(d / "x.npy"), "texts": str(d / "texts.jsonl"), "dir": str(idx), "model": str(model_dir),
+            "queries": queries, "out": str(d / "out.json"), "complexity": complexity}
+    (d / "spec.json").write_text(json.dumps(spec))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    t = time.perf_counter()
+    proc = subprocess.run([str(LEANN_PY), __file__, "--leann-worker", str(d / "spec.json")], env=env,
+                          capture_output=True, text=True, timeout=7200)
+    if proc.returncode != 0 or not (d / "out.json").is_file():
+        tail = (proc.stderr or proc.stdout)[-600:].replace("\n", " | ")
+        return _leann_missing(corpus, raw, len(texts), f"LEANN failed (exit {proc.returncode}): {tail}")
+    out = json.loads((d / "out.json").read_text())
+    size = sum(v for k, v in out["files"].items() if "passages" not in k)
+    sub = truth[: len(queries)]
+    row = Row(corpus, "LEANN", f"hnsw compact+recompute, complexity={complexity}", size, raw, len(texts),
+              recall(out["found3"], sub, 3), recall(out["found10"], sub, 10), float("nan"),
+              pct(out["latency"], 50), pct(out["latency"], 95), out["build_s"], out["peak_rss_mib"], len(queries),
+              note=f"files (passage store excluded): {out['files']}; wall {time.perf_counter() - t:.0f}s")
+    print(f"  LEANN: r@3={row.recall3:.3f} r@10={row.recall10:.3f} p50={row.p50_ms:.0f}ms bytes={size}", flush=True)
+    return row
+
+
+def _leann_missing(corpus: str, raw: int, n: int, why: str) -> Row:
+    print(f"  LEANN: not measured: {why}", flush=True)
+    nan = float("nan")
+    return Row(corpus, "LEANN", "not run", 0, raw, n, nan, nan, nan, nan, nan, nan, nan, 0, note=why)
+
+
+# ------------------------------------------------------------------ GPU measurement (no faiss/hnswlib needed)
+
+
+def gpu_only(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from tiergate.config import load_settings
+    from tiergate.index import build_index, open_index
+    from tiergate.models import load_embedder
+
+    overrides: dict[str, Any] = {"device": args.device, "dtype": args.dtype}
+    if args.embedder:
+        overrides["embedder"] = args.embedder
+    settings = load_settings(data_dir=Path(tempfile.mkdtemp(prefix="tg-gpu-")), models=overrides)
+    embedder = load_embedder(settings.models)
+    texts, questions = load_corpus_for_gpu(args)
+    # Embedding throughput (the build's embedding stage), after a warm-up.
+    embedder.encode(texts[:512], batch_size=args.batch)
+    if args.device == "cuda":
+        torch.cuda.synchronize()
+    reps = max(1, 20000 // len(texts))
+    t = time.perf_counter()
+    for _ in range(reps):
+        x = embedder.encode(texts, batch_size=args.batch)
+    if args.device == "cuda":
+        torch.cuda.synchronize()
+    embed_s = (time.perf_counter() - t) / reps
+    src = Path(settings.data_dir) / "corpus.jsonl"
+    src.parent.mkdir(parents=True, exist_ok=True)
+    with src.open("w") as f:
+        for i, t_ in enumerate(texts):
+            f.write(json.dumps({"id": str(i), "text": t_}) + "\n")
+    t = time.perf_counter()
+    build_index(settings, "gpu", [src], embedder=embedder)
+    build_s = time.perf_counter() - t
+    index = open_index(settings, "gpu", embedder=embedder)
+    q = embedder.encode(questions)
+    truth = exact_truth(x, q)
+    for qq in questions[:5]:
+        index.search(qq, k=10)  # warm-up
+    lat, found = [], []
+    for qq in questions:
+        t = time.perf_counter()
+        found.append([int(h.id) for h in index.search(qq, k=10)])
+        lat.append(time.perf_counter() - t)
+    batch_q = (questions * (1 + 600 // len(questions)))[:600]
+    t = time.perf_counter()
+    for s in range(0, len(batch_q), args.query_batch):
+        index.search_batch(batch_q[s : s + args.query_batch], 10)
+    qps = len(batch_q) / (time.perf_counter() - t)
+    result = {
+        "device": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu",
+        "embedder": embedder.model_id, "dtype": args.dtype, "passages": len(texts), "queries": len(questions),
+        "embed_passages_per_s": len(texts) / embed_s, "build_s_total": build_s,
+        "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95), "batched_queries_per_s": qps,
+        "query_batch": args.query_batch, "recall10": recall(found, truth, 10),
+        "index": index.info().to_dict() | {"files": index.info().files},
+    }
+    print(json.dumps({k: v for k, v in result.items() if k != "index"}, indent=1))
+    return result
+
+
+def load_corpus_for_gpu(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    if args.corpus:
+        lines = [json.loads(line) for line in Path(args.corpus).read_text().splitlines() if line.strip()]
+        texts = [r["text"] for r in lines]
+        rng = np.random.default_rng(0)
+        questions = [texts[i][:200] for i in rng.choice(len(texts), size=min(200, len(texts)), replace=False)]
+        return texts, questions
+    return load_musique(Path(args.musique))
+
+
+# ------------------------------------------------------------------ report
+
+
+def write_report(rows: list[Row], meta: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "index.json").write_text(json.dumps({"meta": meta, "rows": [r.to_dict() for r in rows]}, indent=1))
+    lines = ["# Index benchmark", "", f"Machine: {meta['machine']}. {meta['note']}", "",
+             "| corpus | method | setting | index B / raw text | B/passage | recall@3 | recall@10 | recomputed/q "
+             "| p50 ms | p95 ms | build s | peak RAM MiB | queries |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        d = r.to_dict()
+        ratio = f"{100 * d['index_ratio']:.2f}%" if d["index_ratio"] else "-"
+        lines.append(f"| {r.corpus} | {r.method} | {r.setting} | {ratio} | {d['bytes_per_passage']:.1f} | "
+                     f"{r.recall3:.3f} | {r.recall10:.3f} | {r.recompute_per_query:.1f} | {r.p50_ms:.1f} | "
+                     f"{r.p95_ms:.1f} | {r.build_s:.1f} | {r.peak_ram_mib:.0f} | {r.queries} |")
+    notes = [f"- {r.corpus} / {r.method}: {r.note}" for r in rows if r.note]
+    lines += ["", "Notes:", *notes, ""]
+    for corpus in dict.fromkeys(r.corpus for r in rows):
+        tg = next((r for r in rows if r.corpus == corpus and r.method == "tiergate"), None)
+        le = next((r for r in rows if r.corpus == corpus and r.method == "LEANN" and r.queries), None)
+        if tg and le:
+            lines.append(f"- {corpus}: tiergate p50 {tg.p50_ms:.0f} ms vs LEANN {le.p50_ms:.0f} ms "
+                         f"({le.p50_ms / tg.p50_ms:.1f}x faster), index {tg.index_bytes} B vs {le.index_bytes} B "
+                         f"({le.index_bytes / max(1, tg.index_bytes):.1f}x smaller)")
+    (out / "index.md").write_text("\n".join(lines) + "\n")
+    plot(rows, out / "index.png")
+
+
+def plot(rows: list[Row], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    corpora = list(dict.fromkeys(r.corpus for r in rows))
+    fig, axes = plt.subplots(1, len(corpora), figsize=(6 * len(corpora), 4.5), squeeze=False)
+    for ax, corpus in zip(axes[0], corpora, strict=True):
+        for r in rows:
+            if r.corpus != corpus:
+                continue
+            pts = r.curve or [{"recall10": r.recall10, "p50_ms": r.p50_ms}]
+            xs = [p["p50_ms"] for p in pts if np.isfinite(p["p50_ms"])]
+            ys = [p["recall10"] for p in pts if np.isfinite(p["p50_ms"])]
+            if xs:
+                ax.plot(xs, ys, marker="o", label=r.method)
+        ax.set_xscale("log")
+        ax.set_xlabel("p50 latency per query (ms, log)")
+        ax.set_ylabel("recall@10")
+        ax.set_title(corpus)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+# ------------------------------------------------------------------ main
+
+
+def text_corpus(name: str, texts: list[str], queries: list[str], embedder: Any, args: argparse.Namespace,
+                work: Path) -> list[Row]:
+    print(f"[{name}] {len(texts)} passages, {len(queries)} queries", flush=True)
+    x, embed_s = cached_embeddings(name, texts, embedder)
+    t = time.perf_counter()
+    q = embedder.encode(queries, batch_size=1)
+    q_encode_s = (time.perf_counter() - t) / len(queries)
+    truth = exact_truth(x, q)
+    raw = sum(len(t_.encode("utf-8")) for t_ in texts)
+    rows = [bench_tiergate_text(name, texts, queries, x, truth, embedder, work)]
+    rows += baselines(name, x, q, truth, raw, q_encode_s, rows[0].index_bytes)
+    if not args.no_leann:
+        from tiergate.models import embedder_dir
+
+        nq = args.leann_queries or len(queries)
+        rows.append(bench_leann(name, texts, queries[:nq], x, truth, embedder_dir(embedder_config(args)), raw, work))
+    for r in rows:
+        r.note = (r.note + f"; corpus embedding {len(texts) / embed_s:.0f} passages/s").lstrip("; ") \
+            if r.method == "tiergate" else r.note
+    return rows
+
+
+def embedder_config(args: argparse.Namespace) -> Any:
+    from tiergate.config import ModelsConfig
+
+    return ModelsConfig(embedder=args.embedder, device=args.device, dtype=args.dtype)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer queries and 200k synthetic vectors")
+    ap.add_argument("--corpora", default="musique,wordnet,synthetic")
+    ap.add_argument("--synthetic-n", type=int, default=None, help="default 1,000,000 (200,000 with --quick)")
+    ap.add_argument("--no-leann", action="store_true")
+    ap.add_argument("--leann-queries", type=int, default=None, help="LEANN queries per corpus (it is slow)")
+    ap.add_argument("--musique", default=str(SHARED / "musique_s.json"))
+    ap.add_argument("--corpus", default=None, help="--gpu-only: a JSONL corpus instead of MuSiQue")
+    ap.add_argument("--embedder", default=None, help="local sentence-transformers folder (default: packaged)")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    ap.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    ap.add_argument("--gpu-only", action="store_true", help="only the GPU measurements (no faiss/hnswlib/LEANN)")
+    ap.add_argument("--batch", type=int, default=512, help="--gpu-only: passage embedding batch")
+    ap.add_argument("--query-batch", type=int, default=150, help="--gpu-only: queries per search_batch call")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--leann-worker", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.leann_worker:
+        leann_worker(args)
+        return
+    out = Path(args.out)
+    if args.gpu_only:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "index_gpu.json").write_text(json.dumps(gpu_only(args), indent=1))
+        return
+    from tiergate.models import load_embedder
+
+    embedder = load_embedder(embedder_config(args))
+    wanted = args.corpora.split(",")
+    rows: list[Row] = []
+    work = Path(tempfile.mkdtemp(prefix="tg-bench-", dir=BENCH if BENCH.is_dir() else None))
+    try:
+        if "musique" in wanted:
+            texts, questions = load_musique(Path(args.musique))
+            if args.quick:
+                questions = questions[:40]
+            if args.leann_queries is None:
+                args.leann_queries = 10 if args.quick else 30
+            rows += text_corpus("musique", texts, questions, embedder, args, work)
+        if "wordnet" in wanted:
+            if not (WORDNET / "data.noun").is_file():
+                print("[wordnet] skipped: install Debian's wordnet-base", flush=True)
+            else:
+                texts, queries = load_wordnet(60 if args.quick else 200)
+                rows += text_corpus("wordnet", texts, queries, embedder, args, work)
+        if "synthetic" in wanted:
+            n = args.synthetic_n or (200_000 if args.quick else 1_000_000)
+            print(f"[synthetic] {n} vectors", flush=True)
+            x, q = synthetic(n, 200 if args.quick else 500)
+            truth = exact_truth(x, q)
+            name = f"synthetic-{n // 1000}k"
+            rows.append(bench_tiergate_vectors(name, x, q, truth))
+            rows += baselines(name, x, q, truth, 0, 0.0, rows[-1].index_bytes)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    import platform
+
+    meta = {"machine": f"{platform.machine()}, {os.cpu_count()} cores (shared with other work while measuring)",
+            "note": "Latency is per text query end to end (query embedding included for every method) on CPU; "
+                    "synthetic rows are vectors only. Recall is against an exact flat search on the same embeddings.",
+            "argv": sys.argv[1:], "date": time.strftime("%Y-%m-%d %H:%M")}
+    write_report(rows, meta, out)
+    print((out / "index.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
