@@ -38,10 +38,9 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port to bind (overrides server.port).")] = None,
 ) -> None:
     """Serve the gateway (OpenAI-compatible API, admin, metrics)."""
-    import uvicorn
-
     from tiergate.service import logs
     from tiergate.service.app import create_app
+    from tiergate.service.server import DrainingServer
 
     settings = settings_or_exit(config)
     if host is not None:
@@ -54,8 +53,7 @@ def serve(
     except ConfigError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
-    uvicorn.run(application, host=settings.server.host, port=settings.server.port, log_config=None,
-                access_log=False, loop="uvloop", http="httptools", timeout_graceful_shutdown=30)
+    DrainingServer(application, settings).run()
 
 
 def main() -> None:

@@ -34,6 +34,10 @@ class ServerConfig(_Section):
     log_format: Literal["json", "text"] = Field("json", description="Structured JSON logs or plain text.")
     log_level: str = "info"
     cors_origins: list[str] = Field(default_factory=list, description="CORS is off unless origins are listed.")
+    drain_delay_s: float = Field(
+        0.0, ge=0, description="On SIGTERM, report not-ready this long before closing the listener."
+    )
+    drain_timeout_s: float = Field(30.0, ge=0, description="Then wait this long for in-flight requests.")
 
 
 class ModelsConfig(_Section):

@@ -26,10 +26,11 @@ class Services:
     backends: list[Backend]
     router: Router
     embeddings: EmbeddingService
+    draining: bool = False
 
     @property
     def ready(self) -> bool:
-        return self.embeddings.ready and all(b.ready for b in self.backends)
+        return not self.draining and self.embeddings.ready and all(b.ready for b in self.backends)
 
 
 async def services(request: Request) -> Services:
