@@ -20,7 +20,8 @@ async def healthz() -> Response:
 
 @router.get("/readyz")
 async def readyz(svc: Services = Depends(services)) -> Response:
-    body = {"ready": svc.ready, "draining": svc.draining, "embedder": svc.embeddings.ready, "backends": describe(svc.backends)}
+    body = {"ready": svc.ready, "draining": svc.draining, "embedder": svc.embeddings.ready,
+            "backends": describe(svc.backends)}
     return Response(orjson.dumps(body), status_code=200 if svc.ready else 503, media_type="application/json")
 
 
