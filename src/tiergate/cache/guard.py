@@ -462,6 +462,9 @@ class Guard:
         # An entity on one side may be a plain word on the other ("String" / "string").
         ea = {e for e in fa.entities - fb.entities if e not in fb.tokens and not _abbreviates(e, b)}
         eb = {e for e in fb.entities - fa.entities if e not in fa.tokens and not _abbreviates(e, a)}
+        # Names inside an expanded abbreviation are accounted for ("Java" in "Java virtual machine").
+        ea -= {w for e in fb.entities for w in _expansion(e, a)}
+        eb -= {w for e in fa.entities for w in _expansion(e, b)}
         if ea or eb:
             return "entity"
         only_a, only_b = fa.words - fb.words, fb.words - fa.words
@@ -518,22 +521,26 @@ class Guard:
 
 
 def _abbreviates(short: str, text: str) -> bool:
-    """`short` abbreviates a run of 2-4 words of `text`: its letters appear in order, starting with
-    the run's first letter ("jvm" / "Java virtual machine", "sqrt" / "square root", "wwii" / "World
-    War II"), or it is a shortened word ("dicts" / "dictionaries"), never a known name."""
+    return bool(_expansion(short, text))
+
+
+def _expansion(short: str, text: str) -> set[str]:
+    """The words of `text` that `short` abbreviates: a run of 2-4 words whose letters it takes in
+    order, starting with the run's first letter ("jvm" / "Java virtual machine", "sqrt" / "square
+    root", "wwii" / "World War II"), or one word it clips ("dicts" / "dictionaries")."""
     if not short.isalnum() or len(short) < 2:
-        return False
+        return set()
     words = [t.text for t in tokenize(text) if t.text.isalnum()]
     for i in range(len(words)):
         if len(short) >= 4 and words[i] != short and words[i].startswith(short[:4]) and short[-1] in words[i]:
-            return True  # a clipped form of one word
+            return {words[i]}  # a clipped form of one word
         for n in (2, 3, 4):
             run = words[i: i + n]
             if len(run) < n or run[0][0] != short[0]:
                 continue
             if _subsequence(short, "".join(run)) and all(_subsequence(w[0], short) for w in run):
-                return True
-    return False
+                return set(run)
+    return set()
 
 
 def _subsequence(short: str, long: str) -> bool:
