@@ -22,8 +22,6 @@ class HostTier:
 
     def prepare(self, value: Value) -> Value:
         """A private copy of `value` in host memory (bytes are immutable and kept as they are)."""
-        if self.pin_memory and isinstance(value, torch.Tensor) and value.is_pinned():
-            return value.clone() if value.device.type == "cpu" else value.to("cpu", copy=True)
         return to_host_native(value, pin_memory=self.pin_memory and isinstance(value, torch.Tensor))
 
     def alloc(self, nbytes: int) -> torch.Tensor | None:

@@ -754,8 +754,17 @@ class TieredStore:
         """The objects found, by key (missing keys are absent). Redis is asked once for the rest."""
         out: dict[str, Any] = {}
         missing: list[FullKey] = []
-        for k in keys:
-            fk = self._fk(namespace, k)
+        fks = [self._fk(namespace, k) for k in keys]
+        if self.disk is not None and len(fks) > 1:
+            with self._lock:  # start the kernel reading every disk-only object of the batch
+                on_disk = [
+                    (fk, e.disk_id)
+                    for fk in fks
+                    if (e := self._entries.get(fk)) is not None and e.value is None and e.disk_id is not None
+                ]
+            self.disk.readahead(on_disk)
+        for fk in fks:
+            k = fk[1]
             found, value = self._get_local(fk, as_, device, promote_to=None)
             if found:
                 out[k] = value
@@ -1065,7 +1074,8 @@ class TieredStore:
 
     def pin(self, namespace: str, key: str) -> bool:
         """Keep a local object where it is: never evicted, demoted or expired until unpinned.
-        Pins are counted; each `pin` needs an `unpin`. False if the object is not local."""
+        Pins are counted (each `pin` needs an `unpin`) and belong to the key: a new `put` of the
+        key keeps them. Returns False if the object is not held locally."""
         fk = self._fk(namespace, key)
         with self._lock:
             e = self._entries.get(fk)

@@ -1,0 +1,447 @@
+"""Tiered store throughput as a share of this machine's own limits, side by side in one run.
+
+For each object shape (256 KiB and 4 MiB byte blobs, the same sizes as uint8 tensors, and one
+KV chunk of SmolLM2 shape: 30 layers x 2 (K,V) x 3 kv-heads x 512 tokens x 64 dims, bf16) it
+measures, on the same objects:
+
+- host tier: put (copy into the tier) vs a numpy memcpy of a large buffer; get followed by the
+  copy a consumer that needs its own buffer makes, vs the same memcpy (a bare get is zero-copy);
+- disk tier: put (write + fsync + manifest) vs a plain sequential write + fsync of a large
+  file; get with a cold page cache vs a plain sequential read of a large file with a cold page
+  cache (caches dropped through /proc/sys/vm/drop_caches, else POSIX_FADV_DONTNEED per file);
+- gpu tier (CUDA only): loading host-tier objects to the GPU (`get(device="cuda")`) vs a
+  torch pinned host->GPU copy of a large buffer;
+- reopening a disk tier of 100k objects (cold and warm page cache).
+
+Writes benchmarks/results/tiers.json, tiers.md and tiers.png (when matplotlib is installed).
+Run from the repository root: `python benchmarks/tiers.py [--quick]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+try:
+    import tiergate.tiers  # noqa: F401
+except ImportError:
+    sys.path.insert(0, str(ROOT / "src"))
+
+from tiergate.tiers import StoreConfig, TieredStore  # noqa: E402
+
+KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
+TARGETS = {"host": 0.80, "disk": 0.85, "gpu": 0.90}
+KV_SHAPE = (30, 2, 3, 512, 64)
+
+
+# ---- machine limits ----------------------------------------------------------------------------
+
+
+def best_of(fn, repeats: int = 3) -> float:
+    """Fastest wall time of `fn()` over `repeats` runs."""
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def memcpy_rate(nbytes: int) -> float:
+    src = np.random.default_rng(0).integers(0, 255, nbytes, dtype=np.uint8)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)
+    return nbytes / best_of(lambda: np.copyto(dst, src), 5)
+
+
+_DROP_WORKS: bool | None = None
+
+
+def drop_caches(paths: list[Path]) -> str:
+    """Evict files from the page cache; returns the method used."""
+    global _DROP_WORKS
+    os.sync()
+    if _DROP_WORKS is not False:
+        try:
+            with open("/proc/sys/vm/drop_caches", "w") as f:
+                f.write("3\n")
+            _DROP_WORKS = True
+            return "drop_caches"
+        except OSError:
+            _DROP_WORKS = False
+    for p in paths:
+        for f in [p] if p.is_file() else p.rglob("*"):
+            if f.is_file():
+                fd = os.open(f, os.O_RDONLY)
+                try:
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                finally:
+                    os.close(fd)
+    return "fadvise"
+
+
+def seq_write_read(path: Path, nbytes: int, chunk: int = 4 * MiB) -> tuple[float, float, str]:
+    """Plain sequential write (+fsync) and cold sequential read of one large file, bytes/s."""
+    buf = np.random.default_rng(1).integers(0, 255, chunk, dtype=np.uint8)
+    mv = memoryview(buf)
+    t0 = time.perf_counter()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        for _ in range(nbytes // chunk):
+            os.write(fd, mv)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    write_rate = nbytes / (time.perf_counter() - t0)
+    rates = []
+    method = ""
+    rbuf = bytearray(chunk)
+    for _ in range(2):
+        method = drop_caches([path])
+        t0 = time.perf_counter()
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            while os.readv(fd, [rbuf]) == chunk:
+                pass
+        finally:
+            os.close(fd)
+        rates.append(nbytes / (time.perf_counter() - t0))
+    return write_rate, max(rates), method
+
+
+def pinned_h2d_rate(nbytes: int) -> float:
+    src = torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
+    dst = torch.empty(nbytes, dtype=torch.uint8, device="cuda")
+
+    def copy() -> None:
+        dst.copy_(src, non_blocking=True)
+        torch.cuda.synchronize()
+
+    copy()
+    return nbytes / best_of(copy, 5)
+
+
+# ---- objects -------------------------------------------------------------------------------------
+
+
+def make_objects(kind: str, total: int) -> list:
+    g = torch.Generator().manual_seed(0)
+    if kind == "kv-chunk bf16":
+        n = max(2, total // (int(np.prod(KV_SHAPE)) * 2))
+        return [torch.randn(KV_SHAPE, generator=g, dtype=torch.float32).to(torch.bfloat16) for _ in range(n)]
+    size = 256 * KiB if kind.startswith("256KiB") else 4 * MiB
+    n = max(4, total // size)
+    if kind.endswith("bytes"):
+        return [np.random.default_rng(i).bytes(size) for i in range(n)]
+    return [torch.randint(0, 255, (size,), generator=g, dtype=torch.uint8) for _ in range(n)]
+
+
+def nbytes_of(v) -> int:
+    return len(v) if isinstance(v, bytes) else v.numel() * v.element_size()
+
+
+def consume_copy(v, dst: np.ndarray) -> None:
+    """What a consumer needing a private buffer does with a value: one copy into its buffer."""
+    src = np.frombuffer(v, dtype=np.uint8) if isinstance(v, bytes) else v.view(-1).view(torch.uint8).numpy()
+    np.copyto(dst[: src.size], src)
+
+
+# ---- tier measurements -------------------------------------------------------------------------
+
+
+def cfg(**kw) -> StoreConfig:
+    base = {
+        "gpu": {"enabled": False},
+        "host": {"enabled": False},
+        "disk": {"enabled": False},
+        "sweep_interval_s": 0,
+        "promote_on_hit": False,
+    }
+    base.update(kw)
+    return StoreConfig.model_validate(base)
+
+
+def bench_host(objs: list, total: int) -> dict:
+    store = TieredStore(cfg(host={"budget_bytes": 4 * total, "pin_memory": False}))
+    keys = [f"o{i}" for i in range(len(objs))]
+    put_t = best_of(lambda: [store.put("bench", k, v) for k, v in zip(keys, objs, strict=True)], 3)
+    dst = np.empty(max(nbytes_of(v) for v in objs), dtype=np.uint8)
+    get_t = best_of(lambda: [consume_copy(store.get("bench", k), dst) for k in keys], 3)
+    bare_t = best_of(lambda: [store.get("bench", k) for k in keys], 3)
+    store.close()
+    return {"put": total / put_t, "get": total / get_t, "get_zero_copy_us": 1e6 * bare_t / len(keys)}
+
+
+def bench_disk(objs: list, total: int, workdir: Path) -> dict:
+    path = workdir / "disk-tier"
+    c = cfg(disk={"path": str(path), "budget_bytes": 4 * total + GiB, "fsync": True})
+    keys = [f"o{i}" for i in range(len(objs))]
+    store = TieredStore(c)
+    t0 = time.perf_counter()
+    for k, v in zip(keys, objs, strict=True):
+        store.put("bench", k, v)
+    put_rate = total / (time.perf_counter() - t0)
+    store.close()
+    single, batched = [], []
+    for _ in range(2):
+        drop_caches([path])
+        store = TieredStore(c)
+        t0 = time.perf_counter()
+        for k in keys:
+            assert store.get("bench", k) is not None
+        single.append(total / (time.perf_counter() - t0))
+        store.close()
+        drop_caches([path])
+        store = TieredStore(c)
+        t0 = time.perf_counter()
+        for i in range(0, len(keys), 16):  # batches, as a KV prefill asks for a request's chunks
+            assert len(store.get_many("bench", keys[i : i + 16])) == len(keys[i : i + 16])
+        batched.append(total / (time.perf_counter() - t0))
+        store.close()
+    shutil.rmtree(path)
+    return {"put": put_rate, "get": max(single), "get_many": max(batched)}
+
+
+def bench_gpu(objs: list, total: int) -> dict:
+    store = TieredStore(cfg(host={"budget_bytes": 4 * total}, gpu={"enabled": True, "budget_bytes": 4 * total}))
+    keys = [f"o{i}" for i in range(len(objs))]
+    for k, v in zip(keys, objs, strict=True):
+        store.put("bench", k, v, tier="host")
+
+    def load() -> None:
+        out = [store.get("bench", k, device="cuda") for k in keys]
+        torch.cuda.synchronize()
+        del out
+
+    load()
+    get_t = best_of(load, 3)
+    store.close()
+    return {"get": total / get_t}
+
+
+def bench_reopen(n: int, workdir: Path) -> dict:
+    path = workdir / "reopen"
+    c = cfg(disk={"path": str(path), "budget_bytes": 100 * GiB, "fsync": False})
+    t0 = time.perf_counter()
+    with TieredStore(c) as store:
+        batch = 1000
+        for start in range(0, n, batch):
+            store.put_many(
+                "index/emb",
+                ((f"vec-{i:09d}", i.to_bytes(8, "little") * 8) for i in range(start, min(n, start + batch))),
+            )
+    build = time.perf_counter() - t0
+    out = {"objects": n, "build_seconds": build}
+    for label in ("cold", "warm"):
+        if label == "cold":
+            drop_caches([path / "manifest.log"])
+        gc.collect()
+        t0 = time.perf_counter()
+        store = TieredStore(c)
+        out[f"{label}_seconds"] = time.perf_counter() - t0
+        out[f"{label}_replay_seconds"] = store.disk.open_seconds
+        assert len(store.keys("index/emb")) == n
+        store.close()
+    shutil.rmtree(path)
+    return out
+
+
+# ---- reporting ---------------------------------------------------------------------------------
+
+
+def gbps(x: float) -> float:
+    return round(x / 1e9, 3)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="smaller data sets (about a minute)")
+    ap.add_argument(
+        "--workdir",
+        type=Path,
+        default=ROOT / "var" / "bench-tiers",
+        help="scratch directory on the disk to measure (default: var/bench-tiers)",
+    )
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--reopen-objects", type=int, default=100_000)
+    args = ap.parse_args()
+
+    total = (64 if args.quick else 256) * MiB
+    seq_bytes = (256 if args.quick else 1024) * MiB
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(dir=args.workdir))
+    cuda = torch.cuda.is_available()
+    try:
+        limits: dict = {"memcpy": memcpy_rate(256 * MiB)}
+        w, r, method = seq_write_read(workdir / "seq.bin", seq_bytes)
+        (workdir / "seq.bin").unlink()
+        limits.update(seq_write_fsync=w, seq_read_cold=r, cache_drop=method)
+        if cuda:
+            limits["pinned_h2d"] = pinned_h2d_rate(256 * MiB)
+        print("limits (GB/s):", {k: gbps(v) if isinstance(v, float) else v for k, v in limits.items()}, flush=True)
+
+        rows = []
+        kinds = ["256KiB bytes", "4MiB bytes", "256KiB tensor", "4MiB tensor", "kv-chunk bf16"]
+        for kind in kinds:
+            objs = make_objects(kind, total)
+            size = nbytes_of(objs[0])
+            data = size * len(objs)
+            h = bench_host(objs, data)
+            d = bench_disk(objs, data, workdir)
+            meas = [
+                # bytes are immutable: the host tier keeps them by reference, so put copies nothing
+                ("host", "put (by ref)" if kind.endswith("bytes") else "put", h["put"], limits["memcpy"], "memcpy"),
+                ("host", "get+copy", h["get"], limits["memcpy"], "memcpy"),
+                ("disk", "put", d["put"], limits["seq_write_fsync"], "seq write+fsync"),
+                ("disk", "get (cold)", d["get"], limits["seq_read_cold"], "seq read (cold)"),
+                ("disk", "get_many (cold)", d["get_many"], limits["seq_read_cold"], "seq read (cold)"),
+            ]
+            if cuda:
+                meas.append(("gpu", "load", bench_gpu(objs, data)["get"], limits["pinned_h2d"], "pinned H2D"))
+            for tier, op, rate, limit, ref in meas:
+                ratio = None if op == "put (by ref)" else rate / limit  # no copy: a ratio means nothing
+                target = TARGETS.get(tier) if op in ("get+copy", "get (cold)", "get_many (cold)", "load") else None
+                if tier == "disk" and not kind.startswith("4MiB"):
+                    target = None  # the disk target is stated for 4 MiB objects
+                rows.append(
+                    {
+                        "object": kind,
+                        "object_bytes": size,
+                        "count": len(objs),
+                        "tier": tier,
+                        "op": op,
+                        "GBps": gbps(rate),
+                        "reference": ref,
+                        "reference_GBps": gbps(limit),
+                        "ratio": None if ratio is None else round(ratio, 3),
+                        "target": target,
+                        "meets_target": None if target is None or ratio is None else ratio >= target,
+                    }
+                )
+                share = "(no copy)" if ratio is None else f"= {ratio:6.1%} of {ref}"
+                print(f"{kind:>14} {tier:>4} {op:>15}: {rate / 1e9:7.3f} GB/s {share}", flush=True)
+            rows.append(
+                {
+                    "object": kind,
+                    "tier": "host",
+                    "op": "get (zero-copy) us/op",
+                    "value": round(h["get_zero_copy_us"], 2),
+                }
+            )
+            del objs
+            gc.collect()
+        reopen = bench_reopen(args.reopen_objects, workdir)
+        print("reopen:", reopen, flush=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    result = {
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "cpus": os.cpu_count(),
+            "cuda": torch.cuda.get_device_name(0) if cuda else None,
+            "load_average": os.getloadavg(),
+        },
+        "quick": args.quick,
+        "limits_GBps": {k: gbps(v) if isinstance(v, float) else v for k, v in limits.items()},
+        "rows": rows,
+        "reopen": {**reopen, "target_seconds": 1.0, "meets_target": reopen["cold_seconds"] < 1.0},
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "tiers.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / "tiers.md").write_text(markdown(result))
+    plot(result, args.out / "tiers.png")
+    print(f"wrote {args.out}/tiers.json, tiers.md" + (", tiers.png" if (args.out / "tiers.png").exists() else ""))
+
+
+def markdown(res: dict) -> str:
+    m = res["machine"]
+    lines = [
+        "# Tiered store throughput vs. machine limits",
+        "",
+        f"Machine: {m['platform']}, {m['cpus']} CPUs, GPU: {m['cuda'] or 'none'}, torch {m['torch']}, "
+        f"load average at the end {tuple(round(x, 1) for x in m['load_average'])}"
+        + (" (quick run)" if res["quick"] else ""),
+        "",
+        "Limits (GB/s): " + ", ".join(f"{k} {v}" for k, v in res["limits_GBps"].items()),
+        "",
+        "| object | tier | op | GB/s | reference | ref GB/s | ratio | target | ok |",
+        "|---|---|---|---:|---|---:|---:|---:|:-:|",
+    ]
+    for r in res["rows"]:
+        if "ratio" not in r:
+            continue
+        t = "" if r["target"] is None else f"{r['target']:.0%}"
+        ok = "" if r["meets_target"] is None else ("yes" if r["meets_target"] else "**no**")
+        ratio = "n/a" if r["ratio"] is None else f"{r['ratio']:.1%}"
+        lines.append(
+            f"| {r['object']} | {r['tier']} | {r['op']} | {r['GBps']} | {r['reference']} | "
+            f"{r['reference_GBps']} | {ratio} | {t} | {ok} |"
+        )
+    zc = [r for r in res["rows"] if "value" in r]
+    lines += [
+        "",
+        "Host-tier get without a copy (the value is shared): "
+        + ", ".join(f"{r['object']} {r['value']} µs" for r in zc),
+        "",
+    ]
+    ro = res["reopen"]
+    lines += [
+        f"Reopen of a disk tier with {ro['objects']:,} objects: {ro['cold_seconds']:.3f} s with a cold page cache "
+        f"(manifest replay {ro['cold_replay_seconds']:.3f} s), {ro['warm_seconds']:.3f} s warm; target < 1 s: "
+        f"{'yes' if ro['meets_target'] else '**no**'}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot(res: dict, path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot")
+        return
+    rows = [r for r in res["rows"] if r.get("ratio") is not None]
+    series = sorted({(r["tier"], r["op"]) for r in rows})
+    objects = list(dict.fromkeys(r["object"] for r in rows))
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    width = 0.8 / len(series)
+    for i, (tier, op) in enumerate(series):
+        vals = [
+            next((r["ratio"] for r in rows if r["object"] == o and r["tier"] == tier and r["op"] == op), 0)
+            for o in objects
+        ]
+        ax.bar([x + i * width for x in range(len(objects))], vals, width, label=f"{tier} {op}")
+    for j, (tier, t) in enumerate(TARGETS.items()):
+        if any(s[0] == tier for s in series):
+            ax.axhline(t, ls="--", lw=0.8, color="gray")
+            ax.text(-0.3 + 1.2 * j, t, f"{tier} target {t:.0%}", fontsize=7, va="bottom")
+    ax.set_ylim(0, max(1.2, min(2.0, max((r["ratio"] for r in rows), default=1) * 1.1)))
+    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(objects))], objects)
+    ax.set_ylabel("share of the machine's limit")
+    ax.set_title("tiergate tiers: throughput / machine limit (same objects, one run)")
+    ax.legend(fontsize=8, ncol=3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
