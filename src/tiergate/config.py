@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict, YamlConfigSettingsSource
 
 from tiergate.errors import ConfigError
+from tiergate.tiers import StoreConfig
 
 PACKAGED_GENERATOR = "smollm2-135m-instruct"
 PACKAGED_EMBEDDER = "all-minilm-l6-v2"
@@ -118,6 +119,14 @@ class Settings(BaseSettings):
     engine: EngineConfig = Field(default_factory=EngineConfig)
     backends: list[BackendConfig] = Field(default_factory=_default_backends)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    tiers: StoreConfig = Field(default_factory=StoreConfig, description="The tiered store under every cache.")
+
+    @model_validator(mode="after")
+    def _place_under_data_dir(self) -> Settings:
+        self.data_dir = self.data_dir.expanduser().resolve()
+        if self.tiers.disk.path is None:
+            self.tiers.disk.path = self.data_dir / "tiers"
+        return self
 
     @model_validator(mode="after")
     def _check_backends(self) -> Settings:
@@ -171,7 +180,6 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         settings = Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path)) from exc
-    settings.data_dir = settings.data_dir.expanduser().resolve()
     return settings
 
 

@@ -168,3 +168,11 @@ def test_loopback_check_recognises_addresses(tmp_path):
     for host, loop in [("127.0.0.1", True), ("::1", True), ("localhost", True), ("0.0.0.0", False),
                        (socket.gethostname(), False)]:
         assert load_settings(data_dir=tmp_path, server={"host": host}).is_loopback_only() is loop
+
+
+def test_admin_tier_stats_and_metrics(gateway):
+    r = httpx.get(gateway + "/admin/api/tiers", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    assert r.status_code == 200
+    stats = r.json()
+    assert {"host", "disk"} <= set(stats["tiers"]) and stats["tiers"]["disk"]["enabled"]
+    assert "tiergate_tier_" in httpx.get(gateway + "/metrics").text

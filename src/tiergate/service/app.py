@@ -26,6 +26,7 @@ from tiergate.service.embeddings import EmbeddingService
 from tiergate.service.metrics import Metrics
 from tiergate.service.middleware import RequestContextMiddleware
 from tiergate.service.routes import admin, health, openai
+from tiergate.tiers import TieredStore, TierStatsCollector
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ def create_app(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        svc.store = TieredStore(settings.tiers)
+        TierStatsCollector(svc.store, metrics.registry)
         svc.embeddings.start()
         for backend in backends:
             await backend.start()
@@ -82,6 +85,7 @@ def create_app(settings: Settings) -> FastAPI:
             for backend in backends:
                 await backend.close()
             svc.embeddings.close()
+            svc.store.close()
 
     app = FastAPI(title="tiergate", version=__version__, lifespan=lifespan)
     app.state.services = svc

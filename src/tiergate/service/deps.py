@@ -16,6 +16,7 @@ from tiergate.service.backends.base import Backend
 from tiergate.service.backends.router import Router
 from tiergate.service.embeddings import EmbeddingService
 from tiergate.service.metrics import Metrics
+from tiergate.tiers import TieredStore
 
 
 @dataclass
@@ -26,6 +27,7 @@ class Services:
     backends: list[Backend]
     router: Router
     embeddings: EmbeddingService
+    store: TieredStore | None = None  # opened at start-up, closed at shutdown
     draining: bool = False
 
     @property

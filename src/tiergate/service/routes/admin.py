@@ -23,3 +23,10 @@ async def status(svc: Services = Depends(services)) -> Response:
         "backends": describe(svc.backends),
     }
     return Response(orjson.dumps(body), media_type="application/json")
+
+
+@router.get("/tiers")
+async def tiers(svc: Services = Depends(services)) -> Response:
+    """Objects, bytes vs budget, hits, misses, evictions, promotions and demotions per tier and namespace."""
+    stats = svc.store.stats() if svc.store is not None else {}
+    return Response(orjson.dumps(stats, default=str), media_type="application/json")
