@@ -43,6 +43,7 @@ HERE = Path(__file__).parent
 DATA = HERE / "data" / "semcache"
 RESULTS = HERE / "results"
 TRAP_BUDGET = 0.02
+FILLER_MARK = "<filler> "
 
 
 def chat(q: str) -> dict[str, Any]:
@@ -130,7 +131,10 @@ def score(rows: list[dict], served: list[str | None]) -> dict[str, Any]:
             if r["same"] and r["category"] != "personal":
                 row["paraphrases"] += 1
                 row["paraphrases_served"] += s == r["a"]
-                row["wrong"] += s is not None and s != r["a"]
+                # A filler entry served for a paraphrase may itself be a paraphrase (fillers are
+                # unlabelled): counted apart, listed in the JSON for inspection.
+                row["filler_hits"] += isinstance(s, str) and s.startswith(FILLER_MARK)
+                row["wrong"] += s is not None and s != r["a"] and not s.startswith(FILLER_MARK)
             elif r["category"] == "personal":
                 row["personal"] += 1
                 row["personal_served"] += s is not None
@@ -177,7 +181,11 @@ def tiergate_run(rows: list[dict], embedder: Any, lexicon: Lexicon, a_vecs: dict
     served = []
     for r in rows:
         lk = cache.lookup("t", "m", chat(r["b"]))
-        served.append(by_id.get(lk.entry_id, "<filler>") if lk.hit else None)
+        if lk.hit and lk.entry_id not in by_id:
+            entry = cache._entries.get(int(lk.entry_id, 16))
+            served.append(FILLER_MARK + (entry.query if entry else "?"))
+        else:
+            served.append(by_id.get(lk.entry_id) if lk.hit else None)
     return served, cache
 
 
@@ -235,10 +243,23 @@ def main() -> None:
         tg_curve[off] = (s["paraphrase_rate"], s["trap_rate"])
     results["curves"] = {"global_threshold": curve, "tiergate_offset": tg_curve}
 
+    # 1b. The held-out pairs, written after the guard's rules were frozen.
+    held = [json.loads(line) for line in (DATA / "heldout.jsonl").read_text().splitlines() if line.strip()]
+    h_a = sorted({r["a"] for r in held})
+    h_avecs = embedder.encode(h_a)
+    h_bvecs = embedder.encode([r["b"] for r in held])
+    results["heldout"] = {"pairs": len(held), "methods": {
+        name: score(held, baseline(held, h_avecs, h_a, h_bvecs, t))["overall"]
+        for name, t in (("gptcache_0.8", 0.8), ("redisvl_0.1", 0.9), (f"best_global_{best_t:.2f}", best_t))
+    }}
+    h_served, _ = tiergate_run(held, embedder, lexicon, dict(zip(h_a, h_avecs, strict=True)))
+    results["heldout"]["methods"]["tiergate"] = score(held, h_served)["overall"]
+
     # 2. Growth: false hits per category as filler entries are added.
     sizes = [1000, 5000, 20000] if args.quick else [1000, 5000, 20000, 50000]
     n_real = min(max(sizes), 20000)
-    fill = fillers(n_real)
+    eval_texts = {r[k].lower() for r in rows for k in ("a", "b")}
+    fill = [f for f in fillers(n_real + 200) if f[1].lower() not in eval_texts][:n_real]
     t0 = time.perf_counter()
     fill_vecs = embedder.encode([q for _, q in fill], batch_size=128)
     results["filler_encode_per_s"] = n_real / (time.perf_counter() - t0)
@@ -260,13 +281,15 @@ def main() -> None:
             for cat, v in s.items()
         }
         growth[n]["entries"] = len(cache)
+        growth[n]["filler_hits"] = [(r["b"], x[len(FILLER_MARK):]) for r, x in zip(rows, served, strict=True)
+                                    if isinstance(x, str) and x.startswith(FILLER_MARK)]
         del cache
         gc.collect()
     results["growth"] = growth
     results["budget"] = TRAP_BUDGET
     results["budget_held"] = all(
         v["wrong_rate"] is None or v["wrong_rate"] <= TRAP_BUDGET
-        for g in growth.values() for k, v in g.items() if k != "entries"
+        for g in growth.values() for k, v in g.items() if k not in ("entries", "filler_hits")
     )
 
     # 3. ANN lookup latency at 100k entries, and bytes per entry.
@@ -329,7 +352,13 @@ def main() -> None:
     for q in probe:
         embedder.encode([q])
     embed_dt = time.perf_counter() - embed_t0
+    batch = [("t", "m", chat(q), None) for q in probe]
+    t0 = time.perf_counter()
+    for start in range(0, len(batch), 32):
+        cache.lookup_many(batch[start: start + 32])
+    batched_dt = time.perf_counter() - t0
     results["lookups_100k"] = {
+        "batched_lookups_per_s": len(probe) / batched_dt,
         "semantic_lookups_per_s": len(probe) / dt,
         "mean_ms": dt / len(probe) * 1000,
         "embedding_ms": embed_dt / len(probe) * 1000,
@@ -359,16 +388,25 @@ def write(results: dict[str, Any]) -> None:
             if cat == "personal":
                 tr = f"personal served: {s.get('personal_served', 0)}/{s.get('personal', 0)}"
             lines.append(f"| {name} | {cat} | {pr} | {tr} | {wr} |")
+    lines += ["", f"## Held-out pairs ({results['heldout']['pairs']}, written after the guard was frozen)", "",
+              "| method | paraphrases served | traps served |", "|---|---|---|"]
+    for name, o in results["heldout"]["methods"].items():
+        lines.append(f"| {name} | {o['paraphrase_rate']:.1%} | {o['trap_rate']:.1%} |")
     held = results["budget_held"]
     lines += ["", f"## Wrong answers as the cache grows (budget {results['budget']:.0%}; held: {held})",
-              "", "| entries (fillers) | " + " | ".join(["overall", "code", "math", "factual", "conversational",
-                                                          "time_sensitive"]) + " |", "|---" * 7 + "|"]
+              "Wrong answers = traps served + paraphrases answered with another labelled entry. A paraphrase "
+              "answered with a filler entry is counted in the last column and listed in the JSON (fillers are "
+              "unlabelled; many such hits are right, e.g. \"bitcoin price now\" -> \"What is the price of bitcoin "
+              "today?\").", "",
+              "| entries (fillers) | " + " | ".join(["overall", "code", "math", "factual", "conversational",
+                                                      "time_sensitive"]) + " | paraphrases served a filler |",
+              "|---" * 8 + "|"]
     for n, g in results["growth"].items():
         cells = []
         for cat in ["overall", "code", "math", "factual", "conversational", "time_sensitive"]:
             v = g.get(cat, {}).get("wrong_rate")
             cells.append("-" if v is None else f"{v:.1%}")
-        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+        lines.append(f"| {n} | " + " | ".join(cells) + f" | {len(g['filler_hits'])} |")
     a = results["ann_100k"]
     lk = results["lookups_100k"]
     b = results["bytes_per_entry"]
@@ -376,7 +414,8 @@ def write(results: dict[str, Any]) -> None:
               f"- ANN search (fp16 HNSW, k=8): p50 {a['p50_ms']:.3f} ms, p99 {a['p99_ms']:.3f} ms; top-1 recall "
               f"{a['top1_recall']:.1%}; build {a['build_s']:.1f} s",
               f"- full semantic lookups (embed + search + guard): {lk['semantic_lookups_per_s']:.0f}/s "
-              f"(mean {lk['mean_ms']:.1f} ms, of which embedding {lk['embedding_ms']:.1f} ms), one thread",
+              f"(mean {lk['mean_ms']:.1f} ms, of which embedding {lk['embedding_ms']:.1f} ms), one thread; "
+              f"{lk['batched_lookups_per_s']:.0f}/s with `lookup_many` in batches of 32",
               f"- bytes per entry besides the response: {b['in_memory_index_and_bookkeeping']:.0f} in process "
               f"(index + bookkeeping) + {b['stored_metadata_record']:.0f} metadata record in the tiered store",
               "- through-gateway hit latency: " + results["gateway_hit_latency"]["status"]]

@@ -48,7 +48,10 @@ def make_cache(embedder: Any, lexicon: Lexicon, clock: Clock) -> Iterator[Callab
     made: list[SemanticCache] = []
 
     def make(config: CacheConfig | None = None, store: Any = None, **kw: Any) -> SemanticCache:
-        cfg = config or CacheConfig()
+        if config is None:  # no verification sampling, so that hits are deterministic
+            config = CacheConfig()
+            config.budget.sample_rate = config.budget.warmup_sample_rate = 0.0
+        cfg = config
         kw.setdefault("registry", CollectorRegistry())
         kw.setdefault("clock", clock)
         cache = SemanticCache(cfg, embedder, store if store is not None else MemoryEntryStore(),

@@ -213,3 +213,18 @@ def test_metrics_use_bounded_labels(make_cache) -> None:
     text = generate_latest(registry).decode()
     assert 'tiergate_cache_lookups_total{category="factual",outcome="exact"} 1.0' in text
     assert "tenant-1" not in text
+
+
+def test_lookup_many_matches_single_lookups(make_cache) -> None:
+    cache = make_cache()
+    cache.insert("t", "m", chat("How do I reverse a list in Python?"), answer("lst[::-1]"))
+    cache.insert("t", "m", chat("Who wrote Hamlet?"), answer("Shakespeare"))
+    items = [("t", "m", chat("How can I reverse a Python list?"), None),
+             ("t", "m", chat("Who wrote Hamlet?"), None),
+             ("t", "m", chat("How do I reverse a list in Java?"), None),
+             ("u", "m", chat("Who wrote Hamlet?"), None),
+             ("t", "m", {"messages": []}, None),
+             ("t", "m", chat("What is my account balance?"), None)]
+    many = [lk.outcome for lk in cache.lookup_many(items)]
+    assert many == ["semantic", "exact", "miss", "miss", "bypass", "bypass"]
+    assert many[:4] == [cache.lookup(*it).outcome for it in items[:4]]

@@ -376,6 +376,89 @@ EXTRA: list[tuple[str, str, str, str]] = [
 ]
 
 
+# Held out: written after the guard's rules were frozen, never used to change them.
+HELDOUT: list[tuple[str, str, str, str]] = [
+    ("code", "How do I get the length of a string in Python?", "How can I find how many characters a Python string has?", "paraphrase"),
+    ("code", "How do I get the length of a string in Python?", "python string length", "paraphrase"),
+    ("code", "How do I get the length of a string in Python?", "How do I get the length of a list in Python?", "entity"),
+    ("code", "How do I get the length of a string in Python?", "How do I get the length of a string in Perl?", "entity"),
+    ("code", "How do I delete a local git branch?", "What's the git command to remove a local branch?", "paraphrase"),
+    ("code", "How do I delete a local git branch?", "How do I delete a remote git branch?", "antonym"),
+    ("code", "How do I delete a local git branch?", "How do I create a local git branch?", "antonym"),
+    ("code", "What port does PostgreSQL use by default?", "What is the default port for PostgreSQL?", "paraphrase"),
+    ("code", "What port does PostgreSQL use by default?", "What port does MySQL use by default?", "entity"),
+    ("code", "How do I add an element to the end of an array in JavaScript?", "How can I append an item to a JavaScript array?", "paraphrase"),
+    ("code", "How do I add an element to the end of an array in JavaScript?", "How do I add an element to the beginning of an array in JavaScript?", "antonym"),
+    ("code", "How do I make a GET request with curl?", "How can I send a GET request using curl?", "paraphrase"),
+    ("code", "How do I make a GET request with curl?", "How do I make a GET request with wget?", "entity"),
+    ("code", "How do I find the largest file in a directory on Linux?", "How can I find the biggest file in a folder on Linux?", "paraphrase"),
+    ("code", "How do I find the largest file in a directory on Linux?", "How do I find the smallest file in a directory on Linux?", "antonym"),
+    ("code", "How do I find the largest file in a directory on Linux?", "How do I find the 10 largest files in a directory on Linux?", "number"),
+    ("code", "How do I format a date as YYYY-MM-DD in JavaScript?", "How can I format a JavaScript date as YYYY-MM-DD?", "paraphrase"),
+    ("code", "How do I catch multiple exceptions in one line in Python?", "How can I handle several exceptions in a single except clause in Python?", "paraphrase"),
+    ("code", "How do I catch multiple exceptions in one line in Python?", "How do I catch multiple exceptions in one line in Java?", "entity"),
+    ("math", "What is 7 factorial?", "What is the value of 7!?", "paraphrase"),
+    ("math", "What is 7 factorial?", "What is 8 factorial?", "number"),
+    ("math", "What is the area of a circle with radius 3?", "Find the area of a circle whose radius is 3", "paraphrase"),
+    ("math", "What is the area of a circle with radius 3?", "What is the area of a circle with diameter 3?", "entity"),
+    ("math", "What is the area of a circle with radius 3?", "What is the circumference of a circle with radius 3?", "entity"),
+    ("math", "How many degrees are in a right angle?", "How many degrees does a right angle have?", "paraphrase"),
+    ("math", "How many degrees are in a right angle?", "How many radians are in a right angle?", "unit"),
+    ("math", "What is 20% of 150?", "Calculate 20 percent of 150", "paraphrase"),
+    ("math", "What is 20% of 150?", "What is 30% of 150?", "number"),
+    ("math", "Is 0 an even number?", "Is zero even?", "paraphrase"),
+    ("math", "Is 0 an even number?", "Is 0 an odd number?", "antonym"),
+    ("math", "What is the least common multiple of 4 and 6?", "What's the LCM of 4 and 6?", "paraphrase"),
+    ("math", "What is the least common multiple of 4 and 6?", "What is the least common multiple of 4 and 10?", "number"),
+    ("factual", "Who discovered penicillin?", "Who was the discoverer of penicillin?", "paraphrase"),
+    ("factual", "Who discovered penicillin?", "Who discovered insulin?", "entity"),
+    ("factual", "What is the tallest mountain in Africa?", "Which mountain is the highest in Africa?", "paraphrase"),
+    ("factual", "What is the tallest mountain in Africa?", "What is the tallest mountain in Europe?", "entity"),
+    ("factual", "What is the tallest mountain in Africa?", "What is the second tallest mountain in Africa?", "number"),
+    ("factual", "When did humans first land on the Moon?", "In what year did people first land on the Moon?", "paraphrase"),
+    ("factual", "When did humans first land on the Moon?", "When did humans last land on the Moon?", "antonym"),
+    ("factual", "What is the currency of Japan?", "What money is used in Japan?", "paraphrase"),
+    ("factual", "What is the currency of Japan?", "What is the currency of South Korea?", "entity"),
+    ("factual", "How many legs does a spider have?", "How many legs do spiders have?", "paraphrase"),
+    ("factual", "How many legs does a spider have?", "How many legs does an insect have?", "entity"),
+    ("factual", "What is the melting point of iron?", "At what temperature does iron melt?", "paraphrase"),
+    ("factual", "What is the melting point of iron?", "What is the melting point of iron in Fahrenheit?", "unit"),
+    ("factual", "What is the melting point of iron?", "What is the boiling point of iron?", "antonym"),
+    ("factual", "Can you see the Great Wall of China from space?", "Is the Great Wall of China visible from space?", "paraphrase"),
+    ("factual", "Can you see the Great Wall of China from space?", "Can you see the Great Wall of China from the Moon?", "entity"),
+    ("conversational", "What should I name my goldfish?", "Can you suggest a name for my goldfish?", "paraphrase"),
+    ("conversational", "What should I name my goldfish?", "What should I name my hamster?", "entity"),
+    ("conversational", "Write a limerick about a cat", "Compose a limerick about a cat", "paraphrase"),
+    ("conversational", "Write a limerick about a cat", "Write a limerick about a dog", "entity"),
+    ("conversational", "Write a limerick about a cat", "Write a sonnet about a cat", "entity"),
+    ("conversational", "How can I make my mornings less stressful?", "Tips for having less stressful mornings?", "paraphrase"),
+    ("conversational", "How can I make my mornings less stressful?", "How can I make my evenings less stressful?", "date"),
+    ("conversational", "What is a good houseplant for low light?", "Which houseplants do well in low light?", "paraphrase"),
+    ("conversational", "What is a good houseplant for low light?", "What is a good houseplant for bright light?", "antonym"),
+    ("conversational", "Give me ideas for a first date", "What are some good first date ideas?", "paraphrase"),
+    ("conversational", "Give me ideas for a first date", "Give me ideas for a tenth anniversary", "number"),
+    ("time_sensitive", "What is the weather in Berlin right now?", "How's the weather in Berlin at the moment?", "paraphrase"),
+    ("time_sensitive", "What is the weather in Berlin right now?", "What will the weather be in Berlin tomorrow?", "date"),
+    ("time_sensitive", "What is the weather in Berlin right now?", "What is the weather in Munich right now?", "entity"),
+    ("time_sensitive", "What is the current price of gold?", "How much is gold worth today?", "paraphrase"),
+    ("time_sensitive", "What is the current price of gold?", "What is the current price of platinum?", "entity"),
+    ("time_sensitive", "What is the current price of gold?", "What was the price of gold in 2008?", "date"),
+    ("time_sensitive", "Is the Louvre open today?", "Is the Louvre museum open today?", "paraphrase"),
+    ("time_sensitive", "Is the Louvre open today?", "Is the Louvre open on Tuesday?", "date"),
+    ("time_sensitive", "Is the Louvre open today?", "Is the Louvre closed today?", "antonym"),
+    ("time_sensitive", "What's the traffic like on I-95 right now?", "How bad is traffic on I-95 at the moment?", "paraphrase"),
+    ("time_sensitive", "What's the traffic like on I-95 right now?", "What's the traffic like on I-80 right now?", "number"),
+    ("code", "What is the maximum value of an int in Java?", "What's the largest number a Java int can hold?", "paraphrase"),
+    ("code", "What is the maximum value of an int in Java?", "What is the minimum value of an int in Java?", "antonym"),
+    ("code", "What is the maximum value of an int in Java?", "What is the maximum value of a long in Java?", "entity"),
+    ("factual", "Which country has the most people?", "What is the most populous country in the world?", "paraphrase"),
+    ("factual", "Which country has the most people?", "Which country has the fewest people?", "antonym"),
+    ("math", "Is the square root of 2 rational?", "Is sqrt(2) a rational number?", "paraphrase"),
+    ("math", "Is the square root of 2 rational?", "Is the square root of 4 rational?", "number"),
+    ("math", "Is the square root of 2 rational?", "Is the square root of 2 irrational?", "antonym"),
+]
+
+
 # Personal questions: never served from cache, whatever their similarity.
 PERSONAL = [
     ("What is my account balance?", "How much money do I have in my account?"),
@@ -439,6 +522,10 @@ def main() -> None:
         for i, (hist_a, hist_b, last, same) in enumerate(MULTITURN):
             f.write(json.dumps({"id": f"m{i + 1:03d}", "history_a": hist_a, "history_b": hist_b, "last": last,
                                 "same": same}) + "\n")
+    with (HERE / "heldout.jsonl").open("w") as f:
+        for i, (category, a, b, kind) in enumerate(HELDOUT):
+            f.write(json.dumps({"id": f"h{i + 1:03d}", "category": category, "kind": kind,
+                                "same": kind == "paraphrase", "a": a, "b": b}) + "\n")
     kinds: dict[str, int] = {}
     for r in rows:
         kinds[r["kind"]] = kinds.get(r["kind"], 0) + 1

@@ -65,7 +65,7 @@ class BudgetConfig(_Section):
 class AnnConfig(_Section):
     m: int = Field(16, ge=4, le=64, description="HNSW graph degree.")
     ef_construction: int = Field(80, ge=8)
-    ef_search: int = Field(48, ge=8)
+    ef_search: int = Field(96, ge=8)
     candidates: int = Field(8, ge=1, le=64, description="Nearest entries examined per semantic lookup.")
     compact_ratio: float = Field(0.25, gt=0.0, lt=1.0, description="Rebuild a partition when this share is deleted.")
 

@@ -87,7 +87,7 @@ NUMBER_WORDS = {
 """)
     )
 } | {"thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90,
-     "dozen": 12, "half": 0.5, "quarter": 0.25, "twice": 2, "double": 2, "triple": 3, "once": 1}
+     "dozen": 12, "pair": 2, "half": 0.5, "quarter": 0.25, "twice": 2, "double": 2, "triple": 3, "once": 1}
 MULTIPLIERS = {"hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9, "trillion": 10**12}
 ORDINALS = {
     w: i + 1 for i, w in enumerate(
