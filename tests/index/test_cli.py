@@ -24,7 +24,7 @@ def test_cli_build_search_info_list_delete(tmp_path):
     assert "built docs: 6 passages" in r.output
     r = run(app, ["search", "docs", "tool for nails", "-k", "2", "--json", "--config", str(cfg)])
     assert r.exit_code == 0, r.output
-    out = json.loads(r.output.strip().splitlines()[-1])
+    out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["query"] == "tool for nails" and out["results"][0]["id"] == "a3"
     assert set(out["results"][0]) == {"id", "score", "text", "metadata"}
     queries = tmp_path / "q.txt"
@@ -32,12 +32,12 @@ def test_cli_build_search_info_list_delete(tmp_path):
     r = run(app, ["search", "docs", "--queries", str(queries), "-k", "1", "--json", "--filter", "kind=tool",
                   "--config", str(cfg)])
     assert r.exit_code == 0, r.output
-    lines = [json.loads(line) for line in r.output.strip().splitlines() if line.startswith("{")]
+    lines = [json.loads(line) for line in r.stdout.strip().splitlines()]
     assert [x["query"] for x in lines] == ["yellow fruit", "something to cut wood"]
     assert all(x["results"][0]["metadata"]["kind"] == "tool" for x in lines)
     assert lines[1]["results"][0]["id"] == "a4"
     r = run(app, ["info", "docs", "--json", "--config", str(cfg)])
-    info = json.loads(r.output)
+    info = json.loads(r.stdout)
     assert info["passages"] == 6 and info["raw_text_bytes"] == sum(len(x["text"].encode()) for x in records)
     assert info["index_bytes"] > 0 and "text-00000.parquet" in info["files"]
     r = run(app, ["list", "--config", str(cfg)])

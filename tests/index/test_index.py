@@ -207,3 +207,15 @@ def test_bad_search_requests(built):
         with pytest.raises(InvalidRequestError):
             call()
     assert np.isfinite(built.search("unseen words entirely", k=2)[0].score)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5])
+def test_tiny_indexes(settings, hash_embedder, tmp_path, n):
+    recs = toy_records(n)
+    build_index(settings, f"tiny{n}", [write_jsonl(tmp_path / "t.jsonl", recs)], embedder=hash_embedder)
+    idx = open_index(settings, f"tiny{n}", embedder=hash_embedder)
+    hits = idx.search(recs[-1]["text"], k=10)
+    assert len(hits) == n and hits[0].id == recs[-1]["id"]
+    res = insert_documents(settings, f"tiny{n}", [{"id": "extra", "text": "an extra passage"}], embedder=hash_embedder)
+    assert res.passages == n + 1
+    assert open_index(settings, f"tiny{n}", embedder=hash_embedder).search("an extra passage", k=1)[0].id == "extra"
