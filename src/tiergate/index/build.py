@@ -28,7 +28,7 @@ from tiergate.index.graph import GraphParams, build_graph
 from tiergate.index.manifest import Manifest, record_files, write_manifest
 from tiergate.index.pq import PQ, choose_m, pack_codes, train_pq
 from tiergate.index.search import GraphSearcher, calibrate_margin
-from tiergate.index.sources import Source, read_sources
+from tiergate.index.sources import Source, estimate_records, read_sources
 from tiergate.index.store import IndexInfo, make_info
 from tiergate.index.textstore import SCHEMA, make_table, rows_per_group, write_segment
 
@@ -162,7 +162,7 @@ class Staged:
 
 
 def stage_local(records: Iterable[Any], embedder: Any, params: BuildParams, work: Path,
-                progress: ProgressFn | None, cancel: threading.Event | None) -> Staged:
+                progress: ProgressFn | None, cancel: threading.Event | None, total: int | None = None) -> Staged:
     chunks_path, vectors_path = work / "chunks.parquet", work / "vectors.f32"
     n = raw = truncated = 0
     seen: set[str] = set()
@@ -180,7 +180,7 @@ def stage_local(records: Iterable[Any], embedder: Any, params: BuildParams, work
                 if params.chunk_tokens == 0:
                     truncated += sum(embedder.count_tokens(c.text) > embedder.max_tokens for c in block)
                 if progress:
-                    progress("embed", n, None)
+                    progress("embed", n, total)
     finally:
         writer.close()
     if n == 0:
@@ -265,7 +265,8 @@ def build_index(
             staged = stage_ray(sources, settings, params, work, ray_address, progress_fn, cancel,
                                embedder=embedder)
         else:
-            staged = stage_local(read_sources(sources), embedder, params, work, progress_fn, cancel)
+            total = estimate_records(sources) if progress_fn and params.chunk_tokens == 0 else None
+            staged = stage_local(read_sources(sources), embedder, params, work, progress_fn, cancel, total)
         base = {"name": name, "tenant": tenant, "model_id": embedder.model_id, "dim": embedder.dim}
         manifest = finish(staged, version, base, params, progress_fn, cancel)
         shutil.rmtree(work)

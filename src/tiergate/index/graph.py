@@ -198,8 +198,11 @@ def relabel(csr: CSR, order: np.ndarray) -> CSR:
     """Renumber nodes: new id i is old id order[i]."""
     inverse = np.empty_like(order)
     inverse[order] = np.arange(len(order))
-    lists = [inverse[csr.neighbours(int(old))].astype(np.int32) for old in order]
-    return CSR.from_lists(lists)
+    degrees = np.diff(csr.indptr)[order]
+    indptr = np.zeros(len(order) + 1, dtype=np.int64)
+    np.cumsum(degrees, out=indptr[1:])
+    gather = np.repeat(csr.indptr[order] - indptr[:-1], degrees) + np.arange(indptr[-1])
+    return CSR(indptr, inverse[csr.indices[gather]].astype(np.int32))
 
 
 def medoid(x: np.ndarray, block: int = 65536) -> int:
