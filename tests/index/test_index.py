@@ -219,3 +219,27 @@ def test_tiny_indexes(settings, hash_embedder, tmp_path, n):
     res = insert_documents(settings, f"tiny{n}", [{"id": "extra", "text": "an extra passage"}], embedder=hash_embedder)
     assert res.passages == n + 1
     assert open_index(settings, f"tiny{n}", embedder=hash_embedder).search("an extra passage", k=1)[0].id == "extra"
+
+
+def test_hot_vectors_in_the_tiered_store(settings, built, hash_embedder):
+    tiers = pytest.importorskip("tiergate.tiers")
+    store = tiers.TieredStore()
+    try:
+        idx = open_index(settings, "toy", embedder=hash_embedder, vector_store=store)
+        q = toy_records()[7]["text"]
+        first = idx.search(q, k=5)
+        encoded = hash_embedder.encoded
+        again = idx.search(q, k=5)
+        assert [h.id for h in again] == [h.id for h in first]
+        assert hash_embedder.encoded - encoded == 1  # only the query: passages came from the store
+    finally:
+        store.close()
+
+
+def test_lru_cache_of_recomputed_vectors(settings, built, hash_embedder):
+    idx = open_index(settings, "toy", embedder=hash_embedder, cache_vectors=1000)
+    q = toy_records()[9]["text"]
+    idx.search(q, k=5)
+    encoded = hash_embedder.encoded
+    idx.search(q, k=5)
+    assert hash_embedder.encoded - encoded == 1

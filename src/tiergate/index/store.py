@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -82,7 +83,7 @@ class Index:
     """A searchable snapshot of one index version. Updates produce a new version (see updates.py)."""
 
     def __init__(self, folder: Path, manifest: Manifest, *, embedder: Any = None, settings: Settings | None = None,
-                 cache_vectors: int = 0) -> None:
+                 cache_vectors: int = 0, vector_store: Any = None) -> None:
         self.folder = folder
         self.manifest = manifest
         self.name, self.tenant = manifest.name, manifest.tenant
@@ -115,6 +116,7 @@ class Index:
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._cache_size = cache_vectors
         self._cache_lock = threading.Lock()
+        self._vector_store = vector_store  # optional TieredStore for hot re-computed embeddings
 
     # ------------------------------------------------------------ lookups
 
@@ -183,7 +185,7 @@ class Index:
                     out[i] = v
         if todo:
             texts = self.text.texts(nodes[todo])
-            vecs = self.embedder.encode(texts, batch_size=min(256, max(1, len(texts))))
+            vecs = self._shared_vectors(texts)
             out[todo] = vecs
             if self._cache_size:
                 with self._cache_lock:
@@ -191,6 +193,28 @@ class Index:
                         self._cache[int(nodes[i])] = v
                     while len(self._cache) > self._cache_size:
                         self._cache.popitem(last=False)
+        return out
+
+    def _shared_vectors(self, texts: list[str]) -> np.ndarray:
+        """Embed texts, reusing vectors kept in the tiered store (shared by replicas) when given."""
+        store = self._vector_store
+        if store is None:
+            return self.embedder.encode(texts, batch_size=min(256, max(1, len(texts))))
+        import hashlib
+
+        # Content-addressed keys: valid across versions, indexes and replicas of the same model.
+        keys = [hashlib.sha1(t.encode("utf-8")).hexdigest() for t in texts]
+        ns = "index-vectors/" + re.sub(r"[^A-Za-z0-9_.-]", "_", self.manifest.model_id)[:100]
+        found = store.get_many(ns, keys, as_="numpy")
+        missing = [i for i, key in enumerate(keys) if key not in found]
+        out = np.empty((len(texts), self.manifest.dim), dtype=np.float32)
+        for i, key in enumerate(keys):
+            if key in found:
+                out[i] = found[key]
+        if missing:
+            vecs = self.embedder.encode([texts[i] for i in missing], batch_size=min(256, len(missing)))
+            out[missing] = vecs
+            store.put_many(ns, [(keys[i], vecs[j].copy()) for j, i in enumerate(missing)])
         return out
 
     def search_vectors(self, queries: np.ndarray, params: SearchParams, filters: Filters | None = None) -> list[Hits]:
@@ -264,14 +288,20 @@ def make_info(folder: Path, m: Manifest) -> IndexInfo:
 
 
 def open_index(settings: Settings, name: str, tenant: str = "default", *, embedder: Any = None,
-               verify: bool = True, cache_vectors: int = 0) -> Index:
-    """Open the live version of an index. verify=True checks every file's checksum."""
+               verify: bool = True, cache_vectors: int = 0, vector_store: Any = None) -> Index:
+    """Open the live version of an index.
+
+    verify: check the index files' checksums. cache_vectors: keep this many re-computed passage
+    embeddings in a per-index LRU. vector_store: a `tiergate.tiers.TieredStore` to keep them in
+    instead (shared across indexes and replicas; the index works the same without it).
+    """
     folder = catalog.index_dir(settings, name, tenant)
     for attempt in range(3):  # a concurrent update may remove the version between the two reads
         version = catalog.current_version(folder)
         try:
             manifest = read_manifest(version, verify=verify)
-            return Index(version, manifest, embedder=embedder, settings=settings, cache_vectors=cache_vectors)
+            return Index(version, manifest, embedder=embedder, settings=settings, cache_vectors=cache_vectors,
+                         vector_store=vector_store)
         except CorruptIndexError:
             if attempt == 2 or catalog.current_version(folder) == version:
                 raise
