@@ -87,3 +87,30 @@ def test_unsupported_values_are_rejected() -> None:
         kind_of("a string")
     with pytest.raises(TypeError):
         kind_of(np.array([object()]))
+
+
+def test_new_objects_carry_xxh3_block_checksums() -> None:
+    value = bytes(range(256)) * 9000
+    header = codec.parse_header(codec.dumps(value, meta_for(value)))
+    assert header.algo == "xxh3_64" and len(header.sums) == 3
+
+
+@pytest.mark.parametrize("value", VALUES[2:4] + VALUES[6:8], ids=lambda v: type(v).__name__)
+def test_old_crc32_format_is_still_read_and_checked(value, monkeypatch) -> None:
+    monkeypatch.setattr(codec, "WRITE_SUM", "crc32")
+    blob = codec.dumps(value, meta_for(value))
+    monkeypatch.undo()
+    assert blob[:4] == b"TGO1"
+    header, out = codec.loads(blob)
+    assert header.algo == "crc32" and same(value, out)
+    bad = bytearray(blob)
+    bad[-1] ^= 0x01
+    with pytest.raises(CorruptObjectError, match="checksum"):
+        codec.loads(bytes(bad))
+
+
+def test_xxh3_objects_without_xxhash_are_corrupt_not_a_crash(monkeypatch) -> None:
+    blob = codec.dumps(b"payload", meta_for(b"payload"))
+    monkeypatch.setattr(codec, "SUMS", {"crc32": codec.SUMS["crc32"]})
+    with pytest.raises(CorruptObjectError, match="xxhash"):
+        codec.loads(blob)

@@ -208,3 +208,45 @@ def test_full_device_gives_a_clear_error_and_other_tiers_keep_serving(tmp_path) 
             assert not list(mnt.rglob("*.tmp"))
         with TieredStore(cfg) as s:
             assert s.get("ns", "pinned")[0] == 1 and s.get("ns", "k5")[0] == 5
+
+
+def test_files_of_the_old_crc32_format_still_read(tmp_path, monkeypatch, caplog) -> None:
+    from tiergate.tiers import codec
+
+    values = {"b": b"old bytes" * 300_000, "n": np.arange(700_000, dtype=np.int32), "t": torch.randn(9, 7)}
+    monkeypatch.setattr(codec, "WRITE_SUM", "crc32")
+    with TieredStore(config(tmp_path, host={"enabled": False})) as s:
+        for k, v in values.items():
+            s.put("ns", k, v)
+    monkeypatch.undo()
+    with TieredStore(config(tmp_path, host={"enabled": False})) as s:
+        assert all(file_of(s, "ns", k).read_bytes()[:4] == b"TGO1" for k in values)
+        assert s.get("ns", "b") == values["b"]
+        assert np.array_equal(s.get("ns", "n"), values["n"])
+        assert torch.equal(s.get("ns", "t"), values["t"])
+        s.put("ns", "new", b"x")  # new objects get the new format
+        assert file_of(s, "ns", "new").read_bytes()[:4] == b"TGO2"
+        path = file_of(s, "ns", "n")
+        with open(path, "r+b") as f:  # an old file is still checked
+            f.seek(os.path.getsize(path) - 10)
+            f.write(b"\x00" * 4)
+        with caplog.at_level(logging.WARNING, logger="tiergate.tiers"):
+            assert s.get("ns", "n") is None
+        assert "checksum" in caplog.text and not s.contains("ns", "n")
+        check_invariants(s)
+
+
+def test_get_many_reads_disk_objects_in_parallel_and_skips_damaged_ones(tmp_path) -> None:
+    with TieredStore(config(tmp_path, host={"enabled": False})) as s:
+        for i in range(6):
+            s.put("ns", f"k{i}", np.full(300_000, i, dtype=np.int32))
+        path = file_of(s, "ns", "k2")
+        with open(path, "r+b") as f:
+            f.seek(os.path.getsize(path) - 10)
+            f.write(b"\xff" * 4)
+        os.truncate(file_of(s, "ns", "k4"), 100)
+        got = s.get_many("ns", ["k0", "k1", "k2", "k3", "k4", "k5", "k1", "missing"])
+        assert list(got) == ["k0", "k1", "k3", "k5"]
+        assert all(int(got[k][0]) == int(k[1]) and got[k].shape == (300_000,) for k in got)
+        assert not s.contains("ns", "k2") and not s.contains("ns", "k4")
+        check_invariants(s)
