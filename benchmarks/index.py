@@ -577,7 +577,14 @@ def load_corpus_for_gpu(args: argparse.Namespace) -> tuple[list[str], list[str]]
 
 
 def write_report(rows: list[Row], meta: dict[str, Any], out: Path) -> None:
+    """Write json/md/png; rows of corpora not measured in this run are kept from the last run."""
     out.mkdir(parents=True, exist_ok=True)
+    old = out / "index.json"
+    if old.is_file():
+        fresh = {r.corpus for r in rows}
+        keep = [r for r in json.loads(old.read_text())["rows"] if r["corpus"] not in fresh]
+        fields = set(Row.__dataclass_fields__)
+        rows = [Row(**{k: v for k, v in r.items() if k in fields}) for r in keep] + rows
     (out / "index.json").write_text(json.dumps({"meta": meta, "rows": [r.to_dict() for r in rows]}, indent=1))
     lines = ["# Index benchmark", "", f"Machine: {meta['machine']}. {meta['note']}", "",
              "| corpus | method | setting | index B / raw text | B/passage | recall@3 | recall@10 | recomputed/q "
