@@ -236,7 +236,7 @@ def test_files_of_the_old_crc32_format_still_read(tmp_path, monkeypatch, caplog)
         check_invariants(s)
 
 
-def test_get_many_reads_disk_objects_in_parallel_and_skips_damaged_ones(tmp_path) -> None:
+def test_get_many_skips_damaged_disk_objects(tmp_path) -> None:
     with TieredStore(config(tmp_path, host={"enabled": False})) as s:
         for i in range(6):
             s.put("ns", f"k{i}", np.full(300_000, i, dtype=np.int32))
