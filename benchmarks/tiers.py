@@ -5,10 +5,13 @@ KV chunk of SmolLM2 shape: 30 layers x 2 (K,V) x 3 kv-heads x 512 tokens x 64 di
 measures, on the same objects:
 
 - host tier: put (copy into the tier) vs a numpy memcpy of a large buffer; get followed by the
-  copy a consumer that needs its own buffer makes, vs the same memcpy (a bare get is zero-copy);
+  copy a consumer that needs its own buffer makes, vs the same memcpy (a bare get is zero-copy),
+  and vs the same copies of the same objects without the store;
 - disk tier: put (write + fsync + manifest) vs a plain sequential write + fsync of a large
   file; get with a cold page cache vs a plain sequential read of a large file with a cold page
-  cache (caches dropped through /proc/sys/vm/drop_caches, else POSIX_FADV_DONTNEED per file);
+  cache, and vs plain reads of the tier's own object files. Each of several rounds drops the
+  caches (through /proc/sys/vm/drop_caches, else POSIX_FADV_DONTNEED per file) before each of
+  these reads, so ratios compare reads made moments apart under the same procedure;
 - gpu tier (CUDA only): loading host-tier objects to the GPU (`get(device="cuda")`) vs a
   torch pinned host->GPU copy of a large buffer;
 - reopening a disk tier of 100k objects (cold and warm page cache).
@@ -25,6 +28,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -39,7 +43,7 @@ try:
 except ImportError:
     sys.path.insert(0, str(ROOT / "src"))
 
-from tiergate.tiers import StoreConfig, TieredStore  # noqa: E402
+from tiergate.tiers import StoreConfig, TieredStore, codec  # noqa: E402
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 TARGETS = {"host": 0.80, "disk": 0.85, "gpu": 0.90}
@@ -92,8 +96,8 @@ def drop_caches(paths: list[Path]) -> str:
     return "fadvise"
 
 
-def seq_write_read(path: Path, nbytes: int, chunk: int = 4 * MiB) -> tuple[float, float, str]:
-    """Plain sequential write (+fsync) and cold sequential read of one large file, bytes/s."""
+def seq_write(path: Path, nbytes: int, chunk: int = 4 * MiB) -> float:
+    """Plain sequential write (+fsync) of one large file, bytes/s."""
     buf = np.random.default_rng(1).integers(0, 255, chunk, dtype=np.uint8)
     mv = memoryview(buf)
     t0 = time.perf_counter()
@@ -104,21 +108,29 @@ def seq_write_read(path: Path, nbytes: int, chunk: int = 4 * MiB) -> tuple[float
         os.fsync(fd)
     finally:
         os.close(fd)
-    write_rate = nbytes / (time.perf_counter() - t0)
-    rates = []
-    method = ""
+    return nbytes / (time.perf_counter() - t0)
+
+
+def read_sequential(path: Path, chunk: int = 4 * MiB) -> int:
+    """Plain sequential read of one file in `chunk`-sized reads into one reused buffer."""
     rbuf = bytearray(chunk)
-    for _ in range(2):
-        method = drop_caches([path])
-        t0 = time.perf_counter()
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            while os.readv(fd, [rbuf]) == chunk:
-                pass
-        finally:
-            os.close(fd)
-        rates.append(nbytes / (time.perf_counter() - t0))
-    return write_rate, max(rates), method
+    n = 0
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        while (got := os.readv(fd, [rbuf])) > 0:
+            n += got
+    finally:
+        os.close(fd)
+    return n
+
+
+def read_files(files: list[Path]) -> int:
+    """Plain reads of whole files, one after the other: the tier's files without the tier."""
+    n = 0
+    for f in files:
+        with open(f, "rb", buffering=0) as fh:
+            n += len(fh.read())
+    return n
 
 
 def pinned_h2d_rate(nbytes: int) -> float:
@@ -180,11 +192,23 @@ def bench_host(objs: list, total: int) -> dict:
     dst = np.empty(max(nbytes_of(v) for v in objs), dtype=np.uint8)
     get_t = best_of(lambda: [consume_copy(store.get("bench", k), dst) for k in keys], 3)
     bare_t = best_of(lambda: [store.get("bench", k) for k in keys], 3)
+    # the same copies of the same objects, without the store: the same-size reference
+    copy_t = best_of(lambda: [consume_copy(v, dst) for v in objs], 3)
     store.close()
-    return {"put": total / put_t, "get": total / get_t, "get_zero_copy_us": 1e6 * bare_t / len(keys)}
+    return {
+        "put": total / put_t,
+        "get": total / get_t,
+        "copy": total / copy_t,
+        "get_zero_copy_us": 1e6 * bare_t / len(keys),
+    }
 
 
-def bench_disk(objs: list, total: int, workdir: Path) -> dict:
+def bench_disk(objs: list, total: int, workdir: Path, seq_file: Path, rounds: int) -> dict:
+    """Disk tier put and cold get/get_many. Each round also reads, with the same cold-cache
+    procedure, the large sequential file (the machine's limit) and the tier's own object files
+    with plain reads (same sizes, no tier); ratios are taken within a round, so that a busy
+    machine slows the reference and the tier alike. Returns rates (best round) and ratios
+    (median over rounds, with min and max)."""
     path = workdir / "disk-tier"
     c = cfg(disk={"path": str(path), "budget_bytes": 4 * total + GiB, "fsync": True})
     keys = [f"o{i}" for i in range(len(objs))]
@@ -194,24 +218,40 @@ def bench_disk(objs: list, total: int, workdir: Path) -> dict:
         store.put("bench", k, v)
     put_rate = total / (time.perf_counter() - t0)
     store.close()
-    single, batched = [], []
-    for _ in range(2):
-        drop_caches([path])
-        store = TieredStore(c)
-        t0 = time.perf_counter()
+    files = sorted((path / "objects").rglob("*.obj"))
+
+    def get() -> None:
         for k in keys:
             assert store.get("bench", k) is not None
-        single.append(total / (time.perf_counter() - t0))
-        store.close()
-        drop_caches([path])
-        store = TieredStore(c)
-        t0 = time.perf_counter()
+
+    def get_many() -> None:
         for i in range(0, len(keys), 16):  # batches, as a KV prefill asks for a request's chunks
             assert len(store.get_many("bench", keys[i : i + 16])) == len(keys[i : i + 16])
-        batched.append(total / (time.perf_counter() - t0))
-        store.close()
+
+    runs: dict[str, list[float]] = {"seq": [], "files": [], "get": [], "get_many": []}
+    for _ in range(rounds):
+        for name in runs:
+            drop_caches([path, seq_file])
+            if name in ("get", "get_many"):
+                store = TieredStore(c)  # opened (manifest read) before the clock starts
+            t0 = time.perf_counter()
+            if name == "seq":
+                nbytes = read_sequential(seq_file)
+            elif name == "files":
+                nbytes = read_files(files)
+            else:
+                get() if name == "get" else get_many()
+                nbytes = total
+            runs[name].append(nbytes / (time.perf_counter() - t0))
+            if name in ("get", "get_many"):
+                store.close()
     shutil.rmtree(path)
-    return {"put": put_rate, "get": max(single), "get_many": max(batched)}
+    out: dict = {"put": put_rate, **{k: max(v) for k, v in runs.items()}}
+    for op in ("get", "get_many"):
+        for ref in ("seq", "files"):
+            ratios = sorted(a / b for a, b in zip(runs[op], runs[ref], strict=True))
+            out[f"{op}/{ref}"] = (statistics.median(ratios), ratios[0], ratios[-1])
+    return out
 
 
 def bench_gpu(objs: list, total: int) -> dict:
@@ -280,14 +320,17 @@ def main() -> None:
 
     total = (64 if args.quick else 256) * MiB
     seq_bytes = (256 if args.quick else 1024) * MiB
+    rounds = 3
     args.workdir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(dir=args.workdir))
     cuda = torch.cuda.is_available()
     try:
         limits: dict = {"memcpy": memcpy_rate(256 * MiB)}
-        w, r, method = seq_write_read(workdir / "seq.bin", seq_bytes)
-        (workdir / "seq.bin").unlink()
-        limits.update(seq_write_fsync=w, seq_read_cold=r, cache_drop=method)
+        seq_file = workdir / "seq.bin"  # kept: each disk measurement re-reads it as its reference
+        limits["seq_write_fsync"] = seq_write(seq_file, seq_bytes)
+        limits["cache_drop"] = drop_caches([seq_file])
+        t0 = time.perf_counter()
+        limits["seq_read_cold"] = read_sequential(seq_file) / (time.perf_counter() - t0)
         if cuda:
             limits["pinned_h2d"] = pinned_h2d_rate(256 * MiB)
         print("limits (GB/s):", {k: gbps(v) if isinstance(v, float) else v for k, v in limits.items()}, flush=True)
@@ -299,19 +342,29 @@ def main() -> None:
             size = nbytes_of(objs[0])
             data = size * len(objs)
             h = bench_host(objs, data)
-            d = bench_disk(objs, data, workdir)
+            d = bench_disk(objs, data, workdir, seq_file, rounds)
+            # (tier, op, rate, reference, its rate, ratio or None: rate / reference,
+            #  same-size reference, its rate, ratio to it)
             meas = [
                 # bytes are immutable: the host tier keeps them by reference, so put copies nothing
-                ("host", "put (by ref)" if kind.endswith("bytes") else "put", h["put"], limits["memcpy"], "memcpy"),
-                ("host", "get+copy", h["get"], limits["memcpy"], "memcpy"),
-                ("disk", "put", d["put"], limits["seq_write_fsync"], "seq write+fsync"),
-                ("disk", "get (cold)", d["get"], limits["seq_read_cold"], "seq read (cold)"),
-                ("disk", "get_many (cold)", d["get_many"], limits["seq_read_cold"], "seq read (cold)"),
+                ("host", "put (by ref)" if kind.endswith("bytes") else "put", h["put"], "memcpy", limits["memcpy"]),
+                ("host", "get+copy", h["get"], "memcpy", limits["memcpy"], None, "copy", h["copy"]),
+                ("disk", "put", d["put"], "seq write+fsync", limits["seq_write_fsync"]),
+                ("disk", "get (cold)", d["get"], "seq read (cold)", d["seq"], d["get/seq"], "files", d["files"]),
+                ("disk", "get_many (cold)", d["get_many"], "seq read (cold)", d["seq"], d["get_many/seq"], "files"),
             ]
             if cuda:
-                meas.append(("gpu", "load", bench_gpu(objs, data)["get"], limits["pinned_h2d"], "pinned H2D"))
-            for tier, op, rate, limit, ref in meas:
-                ratio = None if op == "put (by ref)" else rate / limit  # no copy: a ratio means nothing
+                meas.append(("gpu", "load", bench_gpu(objs, data)["get"], "pinned H2D", limits["pinned_h2d"]))
+            for tier, op, rate, ref, limit, *rest in meas:
+                paired = rest[0] if rest else None  # disk: (median, min, max) of per-round ratios
+                ratio = None if op == "put (by ref)" else (paired[0] if paired else rate / limit)
+                same_ref = rest[1] if len(rest) > 1 else None
+                if same_ref == "files":
+                    same_ref, same_ratio = "plain read of the same files (cold)", d[f"{op.split()[0]}/files"]
+                elif same_ref == "copy":
+                    same_ref, same_ratio = "np.copyto of the same objects", (rate / rest[2],)
+                else:
+                    same_ratio = None
                 target = TARGETS.get(tier) if op in ("get+copy", "get (cold)", "get_many (cold)", "load") else None
                 if tier == "disk" and not kind.startswith("4MiB"):
                     target = None  # the disk target is stated for 4 MiB objects
@@ -326,11 +379,18 @@ def main() -> None:
                         "reference": ref,
                         "reference_GBps": gbps(limit),
                         "ratio": None if ratio is None else round(ratio, 3),
+                        "ratio_range": None if paired is None else [round(paired[1], 3), round(paired[2], 3)],
                         "target": target,
                         "meets_target": None if target is None or ratio is None else ratio >= target,
+                        "same_size_reference": same_ref,
+                        "same_size_ratio": None if same_ratio is None else round(same_ratio[0], 3),
                     }
                 )
                 share = "(no copy)" if ratio is None else f"= {ratio:6.1%} of {ref}"
+                if paired is not None:
+                    share += f" (rounds {paired[1]:.0%}..{paired[2]:.0%})"
+                if same_ratio is not None:
+                    share += f"; {same_ratio[0]:.0%} of {same_ref}"
                 print(f"{kind:>14} {tier:>4} {op:>15}: {rate / 1e9:7.3f} GB/s {share}", flush=True)
             rows.append(
                 {
@@ -357,6 +417,8 @@ def main() -> None:
             "load_average": os.getloadavg(),
         },
         "quick": args.quick,
+        "checksum": codec.WRITE_SUM,
+        "disk_rounds": rounds,
         "limits_GBps": {k: gbps(v) if isinstance(v, float) else v for k, v in limits.items()},
         "rows": rows,
         "reopen": {**reopen, "target_seconds": 1.0, "meets_target": reopen["cold_seconds"] < 1.0},
@@ -379,8 +441,14 @@ def markdown(res: dict) -> str:
         "",
         "Limits (GB/s): " + ", ".join(f"{k} {v}" for k, v in res["limits_GBps"].items()),
         "",
-        "| object | tier | op | GB/s | reference | ref GB/s | ratio | target | ok |",
-        "|---|---|---|---:|---|---:|---:|---:|:-:|",
+        f"Disk checksums: {res['checksum']}. Disk reads: {res['disk_rounds']} rounds, each reading the large "
+        "sequential file, the tier's object files with plain reads, the tier with get and with get_many, "
+        "after the same cache drop; a disk ratio is the median of the per-round ratios (range in brackets), "
+        "its ref GB/s the best round. Same-size ratio: to the same work on the same objects without the tier "
+        "(plain reads of the tier's files; np.copyto of the objects for host get+copy).",
+        "",
+        "| object | tier | op | GB/s | reference | ref GB/s | ratio | target | ok | same-size ratio |",
+        "|---|---|---|---:|---|---:|---:|---:|:-:|---:|",
     ]
     for r in res["rows"]:
         if "ratio" not in r:
@@ -388,9 +456,12 @@ def markdown(res: dict) -> str:
         t = "" if r["target"] is None else f"{r['target']:.0%}"
         ok = "" if r["meets_target"] is None else ("yes" if r["meets_target"] else "**no**")
         ratio = "n/a" if r["ratio"] is None else f"{r['ratio']:.1%}"
+        if r.get("ratio_range"):
+            ratio += f" ({r['ratio_range'][0]:.0%}–{r['ratio_range'][1]:.0%})"
+        same = "" if r.get("same_size_ratio") is None else f"{r['same_size_ratio']:.1%}"
         lines.append(
             f"| {r['object']} | {r['tier']} | {r['op']} | {r['GBps']} | {r['reference']} | "
-            f"{r['reference_GBps']} | {ratio} | {t} | {ok} |"
+            f"{r['reference_GBps']} | {ratio} | {t} | {ok} | {same} |"
         )
     zc = [r for r in res["rows"] if "value" in r]
     lines += [
