@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, YamlConfigSettingsSource
 
+from tiergate.cache.config import CacheConfig
 from tiergate.errors import ConfigError
 from tiergate.tiers import StoreConfig
 
@@ -74,6 +75,7 @@ class BackendConfig(_Section):
     max_retries: int = Field(2, ge=0, le=10, description="Retries on connect errors and 5xx before the first byte.")
     retry_backoff_s: float = Field(0.1, ge=0)
     max_connections: int = Field(512, ge=1)
+    cache: bool = Field(True, description="Serve this backend's models through the semantic response cache.")
 
     @model_validator(mode="after")
     def _check_kind(self) -> BackendConfig:
@@ -120,6 +122,7 @@ class Settings(BaseSettings):
     backends: list[BackendConfig] = Field(default_factory=_default_backends)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     tiers: StoreConfig = Field(default_factory=StoreConfig, description="The tiered store under every cache.")
+    cache: CacheConfig = Field(default_factory=CacheConfig, description="The semantic response cache.")
 
     @model_validator(mode="after")
     def _place_under_data_dir(self) -> Settings:

@@ -45,6 +45,8 @@ def run_gateway(settings: Settings, *, wait_ready: bool = True) -> Iterator[str]
 
 
 def upstream_settings(tmp: Path, *backends: dict[str, Any], **extra: Any) -> Settings:
+    """Settings for routing tests: the response cache is off unless a test turns it on."""
+    extra.setdefault("cache", {"enabled": False})
     return load_settings(data_dir=tmp, backends=list(backends), **extra)
 
 

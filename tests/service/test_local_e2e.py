@@ -25,6 +25,7 @@ def gateway(generator_dir, tmp_path_factory) -> Iterator[str]:
         data_dir=tmp_path_factory.mktemp("gw"),
         models={"generator": str(generator_dir)},
         engine={"workers": 1, "queue_size": 1, "max_tokens_limit": 600},
+        cache={"enabled": False},  # these tests are about the engine; the cache has its own
     )
     with run_gateway(settings) as url:
         yield url

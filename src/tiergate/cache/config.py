@@ -196,6 +196,9 @@ class CacheConfig(_Section):
     namespace: str = Field("cache", description="Namespace prefix in the tiered store.")
     redis_url: str | None = Field(None, description="Redis URL for invalidation broadcast; None: local only.")
     channel: str = Field("tiergate:cache:events", description="Redis pub/sub channel of invalidations.")
+    coalesce_timeout_s: float = Field(
+        300.0, gt=0, description="How long an identical request waits for the one already in flight."
+    )
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     ann: AnnConfig = Field(default_factory=AnnConfig)
 

@@ -10,11 +10,12 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from tiergate import __version__
+from tiergate.cache import SemanticCache
 from tiergate.config import Settings
 from tiergate.engine.generate import Engine
 from tiergate.engine.runner import EngineRunner
 from tiergate.errors import ConfigError
-from tiergate.models import load_generator
+from tiergate.models import Embedder, load_generator
 from tiergate.service import errors
 from tiergate.service.auth import Authenticator
 from tiergate.service.backends.base import Backend
@@ -51,6 +52,16 @@ def build_backends(settings: Settings) -> list[Backend]:
     return backends
 
 
+def build_cache(settings: Settings, svc: Services, embedder: Embedder) -> SemanticCache:
+    config = settings.cache.model_copy(deep=True)
+    for backend in settings.backends:  # backends that opt out take their models with them
+        if not backend.cache:
+            config.disabled_models += [m for m in backend.models if m not in config.disabled_models]
+    redis_url = config.redis_url or (settings.tiers.redis.url if settings.tiers.redis.enabled else None)
+    assert svc.store is not None
+    return SemanticCache(config, embedder, svc.store, registry=svc.metrics.registry, redis_url=redis_url)
+
+
 def create_app(settings: Settings) -> FastAPI:
     auth = Authenticator(settings.auth)
     if auth.open and not settings.is_loopback_only():
@@ -74,6 +85,8 @@ def create_app(settings: Settings) -> FastAPI:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         svc.store = TieredStore(settings.tiers)
         TierStatsCollector(svc.store, metrics.registry)
+        if settings.cache.enabled:
+            svc.embeddings.on_ready.append(lambda embedder: setattr(svc, "cache", build_cache(settings, svc, embedder)))
         svc.embeddings.start()
         for backend in backends:
             await backend.start()
@@ -85,6 +98,9 @@ def create_app(settings: Settings) -> FastAPI:
             for backend in backends:
                 await backend.close()
             svc.embeddings.close()
+            svc.pool.shutdown(wait=True)
+            if svc.cache is not None:
+                svc.cache.close()
             svc.store.close()
 
     app = FastAPI(title="tiergate", version=__version__, lifespan=lifespan)

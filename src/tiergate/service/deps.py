@@ -6,17 +6,26 @@ pool, a thread hop per dependency per request.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from fastapi import Request
 
+from tiergate.cache import SemanticCache
 from tiergate.config import Settings
 from tiergate.service.auth import Authenticator, Principal
 from tiergate.service.backends.base import Backend
 from tiergate.service.backends.router import Router
+from tiergate.service.caching import Coalescer
 from tiergate.service.embeddings import EmbeddingService
 from tiergate.service.metrics import Metrics
 from tiergate.tiers import TieredStore
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -28,11 +37,19 @@ class Services:
     router: Router
     embeddings: EmbeddingService
     store: TieredStore | None = None  # opened at start-up, closed at shutdown
+    cache: SemanticCache | None = None  # built once the embedder has loaded
+    coalescer: Coalescer = field(default_factory=Coalescer)
+    # Cache lookups and inserts embed text: they run here, never on the event loop.
+    pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="cache"))
     draining: bool = False
 
     @property
     def ready(self) -> bool:
-        return not self.draining and self.embeddings.ready and all(b.ready for b in self.backends)
+        cache_ready = self.cache is not None or not self.settings.cache.enabled
+        return not self.draining and cache_ready and self.embeddings.ready and all(b.ready for b in self.backends)
+
+    async def blocking(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.pool, functools.partial(fn, *args, **kwargs))
 
 
 async def services(request: Request) -> Services:

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -27,13 +28,17 @@ class EmbeddingService:
         self._loaded = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
         self._slots = threading.BoundedSemaphore(max_waiting)
+        self.on_ready: list[Callable[[Embedder], None]] = []  # run on the loading thread, in order
 
     def start(self) -> None:
         threading.Thread(target=self._load, name="embedder-load", daemon=True).start()
 
     def _load(self) -> None:
         try:
-            self.embedder = load_embedder(self.config)
+            embedder = load_embedder(self.config)
+            for hook in self.on_ready:
+                hook(embedder)
+            self.embedder = embedder
         except BaseException as exc:
             log.exception("embedder failed to load")
             self.failed = exc

@@ -54,6 +54,8 @@ class ChatCompletionRequest(BaseModel):
     stop: str | list[str] | None = None
     seed: int | None = None
     n: int = Field(1, ge=1, le=16)
+    # tiergate's own fields; never forwarded upstream.
+    category: str | None = Field(None, max_length=64, description="Cache category; overrides the classifier.")
 
     @field_validator("stop")
     @classmethod
@@ -94,6 +96,9 @@ class EmbeddingRequest(BaseModel):
         return [self.input] if isinstance(self.input, str) else list(self.input)
 
 
+EXTENSIONS = frozenset({"category"})
+
+
 def dump_request(req: BaseModel) -> dict[str, Any]:
-    """The body to forward upstream: what the client sent, minus unset fields."""
-    return req.model_dump(exclude_unset=True, exclude_none=False)
+    """The body to forward upstream: what the client sent, minus tiergate's own fields."""
+    return req.model_dump(exclude_unset=True, exclude=set(EXTENSIONS))

@@ -43,6 +43,10 @@ class Backend(ABC):
     def ready(self) -> bool:
         return True
 
+    def pressure(self) -> float:
+        """How overloaded this backend is, 0 (idle) to 1 (saturated)."""
+        return 0.0
+
     def status(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "ready": self.ready, "models": self.models}
 

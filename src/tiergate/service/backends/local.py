@@ -37,6 +37,9 @@ class LocalBackend(Backend):
     def ready(self) -> bool:
         return self.runner.ready
 
+    def pressure(self) -> float:
+        return min(1.0, self.runner.queue_depth / max(1, self.limits.queue_size))
+
     def status(self) -> dict[str, Any]:
         return {**super().status(), "model_id": self.runner.model_id, "queue_depth": self.runner.queue_depth,
                 "busy_workers": self.runner.busy}

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import orjson
 from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from tiergate import __version__
+from tiergate.cache import SemanticCache
+from tiergate.errors import InvalidRequestError, UnavailableError
 from tiergate.service.backends.router import describe
 from tiergate.service.deps import Services, admin, services
 
@@ -30,3 +33,35 @@ async def tiers(svc: Services = Depends(services)) -> Response:
     """Objects, bytes vs budget, hits, misses, evictions, promotions and demotions per tier and namespace."""
     stats = svc.store.stats() if svc.store is not None else {}
     return Response(orjson.dumps(stats, default=str), media_type="application/json")
+
+
+class InvalidateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tenant: str | None = None
+    category: str | None = None
+    model: str | None = None
+    entry_id: str | None = None
+    prompt_prefix: str | None = None
+    all: bool = Field(False, description="Required to drop every entry when no filter is given.")
+
+
+def _cache(svc: Services) -> SemanticCache:
+    if svc.cache is None:
+        reason = "disabled in config" if not svc.settings.cache.enabled else "still loading"
+        raise UnavailableError(f"the response cache is {reason}")
+    return svc.cache
+
+
+@router.get("/cache")
+async def cache_stats(svc: Services = Depends(services)) -> Response:
+    """Hits, misses and false hits per tenant and category, thresholds in force, entries and bytes."""
+    return Response(orjson.dumps(_cache(svc).stats(), default=str), media_type="application/json")
+
+
+@router.post("/cache/invalidate")
+async def cache_invalidate(body: InvalidateRequest, svc: Services = Depends(services)) -> Response:
+    filters = body.model_dump(exclude={"all"}, exclude_none=True)
+    if not filters and not body.all:
+        raise InvalidRequestError("name a filter (tenant, category, model, entry_id, prompt_prefix) or set all=true")
+    removed = await svc.blocking(_cache(svc).invalidate, **filters)
+    return Response(orjson.dumps({"invalidated": removed, "filters": filters}), media_type="application/json")

@@ -2,52 +2,143 @@
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response, StreamingResponse
 
-from tiergate.errors import TiergateError
+from tiergate.cache import Lookup, SemanticCache
+from tiergate.errors import TiergateError, UpstreamError
+from tiergate.service.auth import Principal
 from tiergate.service.backends.base import Backend, Chunk
+from tiergate.service.caching import (
+    CacheDirectives,
+    StreamAssembler,
+    replay_chunks,
+    replay_json,
+    storable,
+    wait_for,
+)
 from tiergate.service.deps import Services, principal, services
 from tiergate.service.errors import error_body
-from tiergate.service.schemas import ChatCompletionRequest, EmbeddingRequest
+from tiergate.service.schemas import ChatCompletionRequest, EmbeddingRequest, dump_request
 
+log = logging.getLogger(__name__)
 router = APIRouter()
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+Finish = Callable[[dict[str, Any] | None], None]
 
 
 def _json(data: Any, headers: dict[str, str]) -> Response:
     return Response(orjson.dumps(data), media_type="application/json", headers=headers)
 
 
+def _sse_bytes(chunk: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
 @router.post("/v1/chat/completions")
 async def chat_completions(
-    body: ChatCompletionRequest, request: Request, svc: Services = Depends(services), who=Depends(principal)
+    body: ChatCompletionRequest, request: Request, svc: Services = Depends(services),
+    who: Principal = Depends(principal),
 ) -> Response:
-    request.state.tenant = who.tenant
-    headers = {"X-Tiergate-Cache": "bypass"}
-    request.state.cache = "bypass"
-    if body.stream:
-        stream, backend = await svc.router.call(body.model, lambda b: b.open_stream(body))
-        request.state.backend = backend.name
-        sse = _sse(stream, backend, svc, include_usage=body.include_usage(), started=time.perf_counter())
-        return StreamingResponse(sse, media_type="text/event-stream", headers={**SSE_HEADERS, **headers})
-    result, backend = await svc.router.call(body.model, lambda b: b.complete(body))
+    directives = CacheDirectives.from_request(request.headers, body.category)
+    cache = _cache_for(svc, body.model)
+    view = dump_request(body)
+    lookup: Lookup | None = None
+    if cache is not None and not directives.no_cache:
+        _report_pressure(svc, cache, body.model)
+        lookup = await svc.blocking(cache.lookup, who.tenant, body.model, view, directives.category)
+    headers = lookup.headers() if lookup is not None else {"X-Tiergate-Cache": "bypass"}
+    if lookup is not None and lookup.category is None and directives.category:
+        headers["X-Tiergate-Category"] = directives.category
+    request.state.cache = headers["X-Tiergate-Cache"]
+
+    if lookup is not None and lookup.hit and lookup.payload is not None:
+        request.state.backend = "cache"
+        return _replay(body, lookup.payload, headers)
+
+    # Identical concurrent misses: one leader calls the backend, the rest replay its answer.
+    key = lookup.view.exact_key if lookup is not None and lookup.view is not None and not lookup.sampled else None
+    if key is not None and (leader := svc.coalescer.follow(key)) is not None:
+        payload = await wait_for(leader, svc.settings.cache.coalesce_timeout_s)
+        request.state.backend = "coalesced"
+        return _replay(body, payload, {**headers, "X-Tiergate-Coalesced": "1"})
+    settle = svc.coalescer.lead(key) if key is not None else None
+    store = cache is not None and not directives.no_store
+
+    def finish(answer: dict[str, Any] | None) -> None:
+        """Called once with the complete answer, or None when the request failed."""
+        if settle is not None:
+            settle(orjson.dumps(answer) if answer else UpstreamError("the shared backend call failed"))
+        if store and answer is not None and storable(answer):
+            assert cache is not None
+            svc.pool.submit(_insert, cache, who.tenant, body.model, view, answer, directives, lookup)
+
+    try:
+        if body.stream:
+            stream, backend = await svc.router.call(body.model, lambda b: b.open_stream(body))
+        else:
+            result, backend = await svc.router.call(body.model, lambda b: b.complete(body))
+    except BaseException:
+        finish(None)
+        raise
     request.state.backend = backend.name
+    if body.stream:
+        sse = _sse(stream, backend, svc, include_usage=body.include_usage(), started=time.perf_counter(),
+                   finish=finish)
+        return StreamingResponse(sse, media_type="text/event-stream", headers={**SSE_HEADERS, **headers})
     _count_tokens(svc, backend, result.get("usage"))
+    finish(result)
     return _json(result, headers)
 
 
+def _cache_for(svc: Services, model: str) -> SemanticCache | None:
+    if svc.cache is None or model in svc.cache.config.disabled_models:
+        return None
+    return svc.cache
+
+
+def _report_pressure(svc: Services, cache: SemanticCache, model: str) -> None:
+    """Let the cache loosen thresholds (within bounds) while the model's backends are overloaded."""
+    level = max((b.pressure() for b in svc.router.by_model.get(model, ())), default=0.0)
+    cache.set_pressure(model, level)
+
+
+def _insert(cache: SemanticCache, tenant: str, model: str, view: dict[str, Any], answer: dict[str, Any],
+            directives: CacheDirectives, lookup: Lookup | None) -> None:
+    try:
+        cache.insert(tenant, model, view, answer, category=directives.category if lookup is None else None,
+                     ttl_override=directives.ttl_s, lookup=lookup)
+    except Exception:  # storing is best effort; the client already has its answer
+        log.exception("cache insert failed")
+
+
+def _replay(body: ChatCompletionRequest, payload: bytes, headers: dict[str, str]) -> Response:
+    if body.stream:
+        chunks = replay_chunks(payload, body.include_usage())
+        return StreamingResponse(_replayed(chunks), media_type="text/event-stream", headers={**SSE_HEADERS, **headers})
+    return _json(replay_json(payload), headers)
+
+
+async def _replayed(chunks: Iterable[dict[str, Any]]) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield _sse_bytes(chunk)
+    yield b"data: [DONE]\n\n"
+
+
 async def _sse(stream: AsyncIterator[Chunk], backend: Backend, svc: Services, *, include_usage: bool,
-               started: float) -> AsyncIterator[bytes]:
+               started: float, finish: Finish) -> AsyncIterator[bytes]:
     first = True
+    assembled = StreamAssembler()
     try:
         async for chunk in stream:
+            assembled.add(chunk)
             if first and _has_content(chunk):
                 svc.metrics.ttft.labels(backend.name).observe(time.perf_counter() - started)
                 first = False
@@ -55,11 +146,16 @@ async def _sse(stream: AsyncIterator[Chunk], backend: Backend, svc: Services, *,
                 _count_tokens(svc, backend, chunk["usage"])
                 if not chunk.get("choices") and not include_usage:
                     continue  # usage was asked for internally, for metrics; the client did not
-            yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+            yield _sse_bytes(chunk)
     except TiergateError as exc:
+        finish(None)
         # Headers are gone already: the error travels as an event, and no [DONE] follows.
-        yield b"data: " + orjson.dumps(error_body(exc.message, exc.type, exc.code)) + b"\n\n"
+        yield _sse_bytes(error_body(exc.message, exc.type, exc.code))
         return
+    except BaseException:  # the client went away mid-stream: nothing complete to store
+        finish(None)
+        raise
+    finish(assembled.result())
     yield b"data: [DONE]\n\n"
 
 
@@ -71,8 +167,9 @@ def _count_tokens(svc: Services, backend: Backend, usage: dict[str, Any] | None)
     if not isinstance(usage, dict):
         return
     tokens = svc.metrics.tokens
+    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
     for kind, value in (("prompt", usage.get("prompt_tokens")), ("completion", usage.get("completion_tokens")),
-                        ("cached", (usage.get("prompt_tokens_details") or {}).get("cached_tokens"))):
+                        ("cached", cached)):
         if isinstance(value, int) and value > 0:
             tokens.labels(backend.name, kind).inc(value)
 
@@ -81,7 +178,6 @@ def _count_tokens(svc: Services, backend: Backend, usage: dict[str, Any] | None)
 async def embeddings(
     body: EmbeddingRequest, request: Request, svc: Services = Depends(services), who=Depends(principal)
 ) -> Response:
-    request.state.tenant = who.tenant
     if body.model == svc.embeddings.name:
         request.state.backend = "embedder"
         return _json(await svc.embeddings.respond(body.texts(), body.model, body.encoding_format), {})
@@ -92,6 +188,7 @@ async def embeddings(
 
 @router.get("/v1/models")
 async def models(svc: Services = Depends(services), who=Depends(principal)) -> Response:
-    data = [{"id": m, "object": "model", "created": 0, "owned_by": bs[0].name} for m, bs in svc.router.by_model.items()]
+    data = [{"id": m, "object": "model", "created": 0, "owned_by": bs[0].name}
+            for m, bs in svc.router.by_model.items()]
     data.append({"id": svc.embeddings.name, "object": "model", "created": 0, "owned_by": "embedder"})
     return _json({"object": "list", "data": data}, {})
