@@ -114,8 +114,9 @@ def test_corrupt_stored_kv_falls_back_to_recompute(make_engine: Callable[..., En
     engine = make_engine()
     req = request([0, 1])
     off_text, _ = answer(engine, request([0, 1], enabled=False))
-    chunks = [s for s in engine.plan(req).segments if s.kind == "chunk"]
-    key = engine.prefiller.chunk_key(chunks[0].token_ids)
+    plan = engine.plan(req)
+    chunks = [s for s in plan.segments if s.kind == "chunk"]
+    key = engine.prefiller.chunk_key(chunks[0].token_ids, engine.prefiller.context_ids(plan))
     engine.kv_store.tiers.put("kv", key, torch.zeros(3, 5))  # wrong shape under the right key
     text, fin = answer(engine, dataclasses.replace(req, kv=dataclasses.replace(req.kv, recompute_ratio=0.0)))
     assert fin.usage.chunks_missed == 2 and fin.usage.cached_tokens == 0

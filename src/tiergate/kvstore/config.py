@@ -24,10 +24,12 @@ class KVConfig(BaseModel):
         False, description="Per chunk, scale the recompute share by how much its KV deviates in context."
     )
     full_layers: int = Field(1, ge=1, description="Layers computed for every token before selecting.")
-    chunk_context: Literal["sink", "none"] = Field(
-        "sink",
-        description="'sink': compute a chunk's KV after the chat template's fixed opening tokens, "
-        "so its first token is not an attention sink; 'none': at position 0 on its own.",
+    chunk_context: Literal["prefix", "sink", "none"] = Field(
+        "prefix",
+        description="What a chunk's KV is computed after. 'prefix': the request's own prefix (template "
+        "opening + system text), so chunks are shared by requests with the same system prompt, with "
+        "the best fidelity; 'sink': only the template's fixed opening tokens, shared by all requests; "
+        "'none': at position 0 on its own (its first token then acts as an attention sink).",
     )
     min_chunk_tokens: int = Field(16, ge=1, description="Shorter chunks are computed, never stored.")
     prefix_cache: bool = Field(True, description="Exact reuse of shared prompt prefixes (system, history).")

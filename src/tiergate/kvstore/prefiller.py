@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 class PendingWrites:
     """KV to store once the request is done."""
 
-    chunks: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)  # key, token ids
+    chunks: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)  # key, context, ids
     blocks: list[tuple[str, torch.Tensor]] = field(default_factory=list)  # key, (L,2,H,B,D)
 
     def __bool__(self) -> bool:
@@ -59,11 +59,18 @@ class KVPrefiller:
         dtype = lm.dtype if self.config.store_dtype == "auto" else getattr(torch, self.config.store_dtype)
         s = lm.shape
         self.fmt = KVFormat(s.layers, s.kv_heads, s.head_dim, dtype, self.config.compression)
-        self.context_ids = tuple(sink_ids) if self.config.chunk_context == "sink" else ()
+        self.sink_ids = tuple(sink_ids)
         self._reference_deviation: float | None = None
 
-    def chunk_key(self, token_ids: tuple[int, ...] | list[int]) -> str:
-        return chunk_key(self.model_id, self.tokenizer_fp, self.fmt.name, self.context_ids, token_ids)
+    def context_ids(self, plan: Any) -> tuple[int, ...]:
+        """The tokens a chunk's KV is computed after, for this request (see KVConfig.chunk_context)."""
+        mode = self.config.chunk_context
+        if mode == "prefix" and plan.segments and plan.segments[0].kind == "prefix":
+            return tuple(plan.segments[0].token_ids)
+        return self.sink_ids if mode in ("sink", "prefix") else ()
+
+    def chunk_key(self, token_ids: tuple[int, ...] | list[int], context: tuple[int, ...] = ()) -> str:
+        return chunk_key(self.model_id, self.tokenizer_fp, self.fmt.name, context, token_ids)
 
     def prefill(self, plan: Any, options: KVOptions | None = None) -> Prefilled:
         opts = options or KVOptions()
@@ -102,17 +109,18 @@ class KVPrefiller:
                 prefix_hit = (i + 1) * block
 
         if chunks_on:
+            context = self.context_ids(plan)
             computed_layers = min(cfg.full_layers, layers) + ratio * layers
             for j, (seg, pos) in enumerate(chunk_segs):
                 m = len(seg.token_ids)
                 if m < cfg.min_chunk_tokens or pos < prefix_hit:
                     continue
-                key = self.chunk_key(seg.token_ids)
+                key = self.chunk_key(seg.token_ids, context)
                 loc = store.locate(key)
                 if loc.tier is None:
                     missed += 1
                     stats.add(chunk_misses=1)
-                    pending.chunks.append((key, seg.token_ids))
+                    pending.chunks.append((key, context, seg.token_ids))
                     continue
                 if cfg.decide_load and not store.costs.should_load(
                     loc.tier, self.fmt.bytes_per_token() * m, m, layers, computed_layers
@@ -123,7 +131,7 @@ class KVPrefiller:
                 if kv is None:
                     missed += 1
                     stats.add(chunk_misses=1)
-                    pending.chunks.append((key, seg.token_ids))
+                    pending.chunks.append((key, context, seg.token_ids))
                     continue
                 hit += 1
                 stats.add_tier("chunk_hits", loc.tier)
@@ -141,7 +149,9 @@ class KVPrefiller:
             torch.cuda.synchronize(self.lm.device)
         seconds = time.perf_counter() - t0
 
-        if store is not None and opts.store:
+        if not opts.store:
+            pending = PendingWrites()
+        elif store is not None:
             # Blocks are exact up to the first approximated token.
             approx = [s.start for s in spans if not s.exact]
             exact_limit = min([*approx, prefix_limit]) if chunks_on else prefix_limit
@@ -160,6 +170,19 @@ class KVPrefiller:
             )
         return Prefilled(result, n, result.reused, seconds, hit, missed, pending)
 
+    def warm(self, plan: Any) -> int:
+        """Compute and store the KV of every chunk of `plan` not stored yet; returns how many."""
+        if self.store is None:
+            return 0
+        context = self.context_ids(plan)
+        pending = PendingWrites(chunks=[
+            (self.chunk_key(seg.token_ids, context), context, seg.token_ids) for seg, _ in plan.spans()
+            if seg.kind == "chunk" and len(seg.token_ids) >= self.config.min_chunk_tokens
+        ])
+        before = self.store.stats.as_dict()["chunks_stored"]
+        self.populate(pending)
+        return int(self.store.stats.as_dict()["chunks_stored"] - before)
+
     def populate(self, pending: PendingWrites) -> None:
         """Compute and store the context-free KV of missed chunks, and the new prefix blocks."""
         store = self.store
@@ -170,11 +193,11 @@ class KVPrefiller:
             if store.save(key, kv, self.fmt):
                 store.stats.add(prefix_blocks_stored=1)
         done: set[str] = set()
-        for key, token_ids in pending.chunks:
+        for key, context, token_ids in pending.chunks:
             if key in done or store.locate(key).tier is not None:  # repeated, or another worker won
                 continue
             t1 = time.perf_counter()
-            kv = compute_span_kv(self.lm, list(self.context_ids), list(token_ids))
+            kv = compute_span_kv(self.lm, list(context), list(token_ids))
             if store.save(key, kv, self.fmt, cost=1e3 * (time.perf_counter() - t1)):
                 store.stats.add(chunks_stored=1)
             done.add(key)
