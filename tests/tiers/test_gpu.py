@@ -65,3 +65,13 @@ def test_bytes_never_go_to_the_gpu(tmp_path) -> None:
         s.put("cache", "x", b"abc")
         assert str(s.meta("cache", "x").tier) == "host"
         assert s.get("cache", "x", device="cuda").is_cuda
+
+
+def test_bytes_load_to_the_gpu_through_pinned_staging(tmp_path) -> None:
+    blobs = {f"b{i}": bytes([i]) * (3 * MiB + 7) for i in range(4)} | {"empty": b""}
+    with TieredStore(gpu_cfg(tmp_path)) as s:
+        s.put_many("cache", blobs)
+        got = {k: s.get("cache", k, device="cuda") for k in blobs}  # async copies, then reuse of staging
+        torch.cuda.synchronize()
+        for k, v in blobs.items():
+            assert got[k].is_cuda and got[k].dtype == torch.uint8 and bytes(got[k].cpu().numpy()) == v

@@ -140,6 +140,12 @@ def convert(value: Value, as_: Kind | str | None, device: str | torch.device | N
         elif kind is Kind.NUMPY:
             a = value if value.flags.writeable else value.copy()
             t = torch.from_numpy(a)
+        elif device is not None and torch.device(device).type == "cuda":
+            # bytes must be copied once anyway (they are read-only): copy them into pinned memory,
+            # so that the copy to the GPU runs at the pinned rate, asynchronously. torch's pinned
+            # allocator keeps the staging block until that copy has finished.
+            t = torch.empty(nbytes(value), dtype=torch.uint8, pin_memory=True)
+            np.copyto(t.numpy(), np.frombuffer(raw_view(value), dtype=np.uint8))
         else:
             t = from_raw(value, Kind.TORCH, "uint8", (nbytes(value),))
         if device is not None and t.device != torch.device(device):
