@@ -283,7 +283,7 @@ def make_info(folder: Path, m: Manifest) -> IndexInfo:
         name=m.name, tenant=m.tenant, passages=m.passages, deleted=m.nodes - m.passages,
         raw_text_bytes=m.raw_text_bytes, text_store_bytes=text, index_bytes=sum(files.values()) - text,
         files=files, model_id=m.model_id, dim=m.dim, pq=m.pq, params=m.params, created_at=m.created_at,
-        updated_at=m.updated_at, version=folder.name, stats=m.stats,
+        updated_at=m.updated_at, version=folder.name, stats={k: v for k, v in m.stats.items() if k != "entry"},
     )
 
 
