@@ -9,6 +9,8 @@ import typer
 
 from tiergate.config import Settings, load_settings
 from tiergate.errors import ConfigError
+from tiergate.index.cli import app as index_app
+from tiergate.service.admin_cli import app as cache_app
 
 app = typer.Typer(help="tiergate: a gateway that makes retrieval-augmented LLM serving cheap.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -18,9 +20,8 @@ ConfigOption = Annotated[
 ]
 
 
-@app.callback()
-def _root() -> None:
-    """Keeps `tiergate` a command group even while it has one command."""
+app.add_typer(index_app, name="index")
+app.add_typer(cache_app, name="cache")
 
 
 def settings_or_exit(config: Path | None, **overrides: object) -> Settings:

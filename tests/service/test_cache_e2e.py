@@ -197,3 +197,19 @@ def test_admin_stats_and_invalidation(gateway, up):
     assert r.json()["invalidated"] >= 1
     assert ask(gateway, "What is the largest planet in the solar system?").headers["x-tiergate-cache"] == "miss"
     assert "tiergate_cache" in httpx.get(gateway + "/metrics").text
+
+
+def test_cli_stats_and_invalidate(gateway, up):
+    from typer.testing import CliRunner
+
+    from tiergate.cli import app
+
+    ask(gateway, "How many bones are in the human body?")
+    runner = CliRunner()
+    out = runner.invoke(app, ["cache", "stats", "--url", gateway, "--admin-key", ADMIN, "--json"])
+    assert out.exit_code == 0, out.output
+    assert orjson.loads(out.output)["entries"] >= 1
+    out = runner.invoke(app, ["cache", "invalidate", "--url", gateway, "--admin-key", ADMIN, "--category", "factual"])
+    assert out.exit_code == 0 and "invalidated 1 entries" in out.output
+    out = runner.invoke(app, ["cache", "stats", "--url", gateway, "--admin-key", KEY_A])
+    assert out.exit_code == 1 and "403" in out.output
