@@ -417,7 +417,7 @@ def main() -> None:
             "load_average": os.getloadavg(),
         },
         "quick": args.quick,
-        "checksum": codec.WRITE_SUM,
+        "checksum": getattr(codec, "WRITE_SUM", "crc32"),
         "disk_rounds": rounds,
         "limits_GBps": {k: gbps(v) if isinstance(v, float) else v for k, v in limits.items()},
         "rows": rows,

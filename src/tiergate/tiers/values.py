@@ -128,7 +128,9 @@ def from_raw(buf: Any, kind: Kind, dtype: str, shape: tuple[int, ...]) -> Value:
 def convert(value: Value, as_: Kind | str | None, device: str | torch.device | None) -> Value:
     """Return `value` as kind `as_` (None: unchanged) and, for tensors, on `device`
     (None: where it is). Asking for a device implies a tensor."""
-    if as_ is None and device is not None:
+    if as_ is None and device is None:
+        return value  # the common case, on every get: skip the type checks
+    if as_ is None:
         as_ = Kind.TORCH
     kind = kind_of(value)
     target = Kind(as_) if as_ is not None else kind
