@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, YamlConfigSettin
 
 from tiergate.cache.config import CacheConfig
 from tiergate.errors import ConfigError
+from tiergate.service.dashboard.config import DashboardConfig
 from tiergate.tiers import StoreConfig
 
 PACKAGED_GENERATOR = "smollm2-135m-instruct"
@@ -87,9 +88,18 @@ class BackendConfig(_Section):
         return self
 
 
+class RateLimit(_Section):
+    requests_per_minute: int | None = Field(None, ge=1, description="Per API key; unset = unlimited.")
+    tokens_per_minute: int | None = Field(None, ge=1, description="Prompt + completion tokens per API key.")
+
+
 class AuthConfig(_Section):
     api_keys: dict[str, str] = Field(default_factory=dict, description="API key -> tenant name.")
     admin_key_env: str = Field("TIERGATE_ADMIN_KEY", description="Environment variable holding the admin key.")
+    rate_limit: RateLimit = Field(default_factory=RateLimit, description="Default limits for every key.")
+    tenant_rate_limits: dict[str, RateLimit] = Field(
+        default_factory=dict, description="Limits for the keys of one tenant, replacing the default."
+    )
 
     @field_validator("api_keys")
     @classmethod
@@ -123,6 +133,7 @@ class Settings(BaseSettings):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     tiers: StoreConfig = Field(default_factory=StoreConfig, description="The tiered store under every cache.")
     cache: CacheConfig = Field(default_factory=CacheConfig, description="The semantic response cache.")
+    dashboard: DashboardConfig = Field(default_factory=DashboardConfig, description="The admin dashboard.")
 
     @model_validator(mode="after")
     def _place_under_data_dir(self) -> Settings:

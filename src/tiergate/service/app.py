@@ -22,10 +22,12 @@ from tiergate.service.backends.base import Backend
 from tiergate.service.backends.local import LocalBackend
 from tiergate.service.backends.openai import OpenAIBackend
 from tiergate.service.backends.router import Router
+from tiergate.service.dashboard.install import install as install_dashboard
 from tiergate.service.deps import Services
 from tiergate.service.embeddings import EmbeddingService
 from tiergate.service.metrics import Metrics
 from tiergate.service.middleware import RequestContextMiddleware
+from tiergate.service.ratelimit import RateLimiter
 from tiergate.service.routes import admin, health, openai
 from tiergate.tiers import TieredStore, TierStatsCollector
 
@@ -78,6 +80,7 @@ def create_app(settings: Settings) -> FastAPI:
         backends=backends,
         router=Router(backends, metrics),
         embeddings=EmbeddingService(settings.models),
+        limiter=RateLimiter(settings.auth),
     )
 
     @contextlib.asynccontextmanager
@@ -109,6 +112,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(openai.router)
     app.include_router(health.router)
     app.include_router(admin.router)
+    install_dashboard(app, svc)  # /admin pages and API, its sampler (in the lifespan), metrics
     if settings.server.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.server.cors_origins,
                            allow_methods=["GET", "POST", "DELETE"], allow_headers=["*"])

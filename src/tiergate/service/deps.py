@@ -23,6 +23,7 @@ from tiergate.service.backends.router import Router
 from tiergate.service.caching import Coalescer
 from tiergate.service.embeddings import EmbeddingService
 from tiergate.service.metrics import Metrics
+from tiergate.service.ratelimit import RateLimiter
 from tiergate.tiers import TieredStore
 
 T = TypeVar("T")
@@ -36,6 +37,7 @@ class Services:
     backends: list[Backend]
     router: Router
     embeddings: EmbeddingService
+    limiter: RateLimiter
     store: TieredStore | None = None  # opened at start-up, closed at shutdown
     cache: SemanticCache | None = None  # built once the embedder has loaded
     coalescer: Coalescer = field(default_factory=Coalescer)
@@ -57,8 +59,10 @@ async def services(request: Request) -> Services:
 
 
 async def principal(request: Request) -> Principal:
-    who = request.app.state.services.auth.authenticate(request.headers.get("authorization"))
+    svc: Services = request.app.state.services
+    who = svc.auth.authenticate(request.headers.get("authorization"))
     request.state.tenant = who.tenant
+    svc.limiter.admit(who.key_id, who.tenant)
     return who
 
 

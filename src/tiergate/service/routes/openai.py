@@ -91,9 +91,9 @@ async def chat_completions(
     request.state.backend = backend.name
     if body.stream:
         sse = _sse(stream, backend, svc, include_usage=body.include_usage(), started=time.perf_counter(),
-                   finish=finish)
+                   finish=finish, who=who)
         return StreamingResponse(sse, media_type="text/event-stream", headers={**SSE_HEADERS, **headers})
-    _count_tokens(svc, backend, result.get("usage"))
+    _count_tokens(svc, backend, result.get("usage"), who)
     finish(result)
     return _json(result, headers)
 
@@ -133,7 +133,7 @@ async def _replayed(chunks: Iterable[dict[str, Any]]) -> AsyncIterator[bytes]:
 
 
 async def _sse(stream: AsyncIterator[Chunk], backend: Backend, svc: Services, *, include_usage: bool,
-               started: float, finish: Finish) -> AsyncIterator[bytes]:
+               started: float, finish: Finish, who: Principal) -> AsyncIterator[bytes]:
     first = True
     assembled = StreamAssembler()
     try:
@@ -143,7 +143,7 @@ async def _sse(stream: AsyncIterator[Chunk], backend: Backend, svc: Services, *,
                 svc.metrics.ttft.labels(backend.name).observe(time.perf_counter() - started)
                 first = False
             if chunk.get("usage"):
-                _count_tokens(svc, backend, chunk["usage"])
+                _count_tokens(svc, backend, chunk["usage"], who)
                 if not chunk.get("choices") and not include_usage:
                     continue  # usage was asked for internally, for metrics; the client did not
             yield _sse_bytes(chunk)
@@ -163,9 +163,12 @@ def _has_content(chunk: Chunk) -> bool:
     return any((c.get("delta") or {}).get("content") for c in chunk.get("choices") or ())
 
 
-def _count_tokens(svc: Services, backend: Backend, usage: dict[str, Any] | None) -> None:
+def _count_tokens(svc: Services, backend: Backend, usage: dict[str, Any] | None, who: Principal) -> None:
     if not isinstance(usage, dict):
         return
+    total = usage.get("total_tokens")
+    if isinstance(total, int):
+        svc.limiter.charge(who.key_id, who.tenant, total)
     tokens = svc.metrics.tokens
     cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
     for kind, value in (("prompt", usage.get("prompt_tokens")), ("completion", usage.get("completion_tokens")),
