@@ -131,7 +131,7 @@
         value: (u, v) => fmt(v, fmtKind),
       }))],
       axes: [{ stroke: "#6b7385", grid: { stroke: "#eef0f4" } },
-             { stroke: "#6b7385", grid: { stroke: "#eef0f4" }, size: 64,
+             { stroke: "#6b7385", grid: { stroke: "#eef0f4" }, size: 78,
                values: (u, vals) => vals.map((v) => fmt(v, fmtKind)) }],
       legend: { live: true },
     };
