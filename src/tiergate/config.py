@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, YamlConfigSettin
 
 from tiergate.cache.config import CacheConfig
 from tiergate.errors import ConfigError
+from tiergate.kvstore.config import KVConfig
 from tiergate.service.dashboard.config import DashboardConfig
 from tiergate.tiers import StoreConfig
 
@@ -41,6 +42,9 @@ class ServerConfig(_Section):
         0.0, ge=0, description="On SIGTERM, report not-ready this long before closing the listener."
     )
     drain_timeout_s: float = Field(30.0, ge=0, description="Then wait this long for in-flight requests.")
+    index_source_dirs: list[Path] = Field(
+        default_factory=list, description="Folders whose files index builds may read by server-side path."
+    )
 
 
 class ModelsConfig(_Section):
@@ -133,6 +137,7 @@ class Settings(BaseSettings):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     tiers: StoreConfig = Field(default_factory=StoreConfig, description="The tiered store under every cache.")
     cache: CacheConfig = Field(default_factory=CacheConfig, description="The semantic response cache.")
+    kv: KVConfig = Field(default_factory=KVConfig, description="Chunk-level KV reuse in the local engine.")
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig, description="The admin dashboard.")
 
     @model_validator(mode="after")

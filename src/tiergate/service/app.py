@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -15,6 +15,7 @@ from tiergate.config import Settings
 from tiergate.engine.generate import Engine
 from tiergate.engine.runner import EngineRunner
 from tiergate.errors import ConfigError
+from tiergate.kvstore import KVStats, KVStore
 from tiergate.models import Embedder, load_generator
 from tiergate.service import errors
 from tiergate.service.auth import Authenticator
@@ -25,16 +26,18 @@ from tiergate.service.backends.router import Router
 from tiergate.service.dashboard.install import install as install_dashboard
 from tiergate.service.deps import Services
 from tiergate.service.embeddings import EmbeddingService
+from tiergate.service.indexes import IndexService
 from tiergate.service.metrics import Metrics
 from tiergate.service.middleware import RequestContextMiddleware
 from tiergate.service.ratelimit import RateLimiter
-from tiergate.service.routes import admin, health, openai
+from tiergate.service.routes import admin, health, indexes, openai
 from tiergate.tiers import TieredStore, TierStatsCollector
 
 log = logging.getLogger(__name__)
 
 
-def build_backends(settings: Settings) -> list[Backend]:
+def build_backends(settings: Settings, kv_store: Callable[[], KVStore | None]) -> list[Backend]:
+    """`kv_store` is called when the local model loads, after start-up has opened the tiered store."""
     backends: list[Backend] = []
     for cfg in settings.backends:
         if cfg.kind == "openai":
@@ -47,7 +50,7 @@ def build_backends(settings: Settings) -> list[Backend]:
 
                 torch.set_num_threads(settings.engine.threads)
             generator = load_generator(settings.models, settings.data_dir)
-            return Engine(generator, max_prompt_tokens=settings.engine.max_prompt_tokens)
+            return Engine(generator, max_prompt_tokens=settings.engine.max_prompt_tokens, kv_store=kv_store())
 
         runner = EngineRunner(engine_factory, workers=settings.engine.workers, queue_size=settings.engine.queue_size)
         backends.append(LocalBackend(cfg, settings.engine, runner))
@@ -72,7 +75,15 @@ def create_app(settings: Settings) -> FastAPI:
             "or bind to 127.0.0.1"
         )
     metrics = Metrics()
-    backends = build_backends(settings)
+    kv_stats = KVStats()
+    kv_stats.register(metrics.registry)
+
+    def kv_store() -> KVStore | None:
+        if not settings.kv.enabled or svc.store is None:
+            return None
+        return KVStore(svc.store, settings.kv, stats=kv_stats)
+
+    backends = build_backends(settings, kv_store)
     svc = Services(
         settings=settings,
         metrics=metrics,
@@ -81,6 +92,8 @@ def create_app(settings: Settings) -> FastAPI:
         router=Router(backends, metrics),
         embeddings=EmbeddingService(settings.models),
         limiter=RateLimiter(settings.auth),
+        kv_stats=kv_stats,
+        indexes=IndexService(settings),
     )
 
     @contextlib.asynccontextmanager
@@ -88,6 +101,7 @@ def create_app(settings: Settings) -> FastAPI:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         svc.store = TieredStore(settings.tiers)
         TierStatsCollector(svc.store, metrics.registry)
+        svc.embeddings.on_ready.append(lambda embedder: setattr(svc.indexes, "embedder", embedder))
         if settings.cache.enabled:
             svc.embeddings.on_ready.append(lambda embedder: setattr(svc, "cache", build_cache(settings, svc, embedder)))
         svc.embeddings.start()
@@ -102,6 +116,7 @@ def create_app(settings: Settings) -> FastAPI:
                 await backend.close()
             svc.embeddings.close()
             svc.pool.shutdown(wait=True)
+            svc.indexes.close()
             if svc.cache is not None:
                 svc.cache.close()
             svc.store.close()
@@ -110,6 +125,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.services = svc
     errors.install(app)
     app.include_router(openai.router)
+    app.include_router(indexes.router)
     app.include_router(health.router)
     app.include_router(admin.router)
     install_dashboard(app, svc)  # /admin pages and API, its sampler (in the lifespan), metrics

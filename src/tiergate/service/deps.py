@@ -17,11 +17,13 @@ from fastapi import Request
 
 from tiergate.cache import SemanticCache
 from tiergate.config import Settings
+from tiergate.kvstore import KVStats
 from tiergate.service.auth import Authenticator, Principal
 from tiergate.service.backends.base import Backend
 from tiergate.service.backends.router import Router
 from tiergate.service.caching import Coalescer
 from tiergate.service.embeddings import EmbeddingService
+from tiergate.service.indexes import IndexService
 from tiergate.service.metrics import Metrics
 from tiergate.service.ratelimit import RateLimiter
 from tiergate.tiers import TieredStore
@@ -38,6 +40,8 @@ class Services:
     router: Router
     embeddings: EmbeddingService
     limiter: RateLimiter
+    kv_stats: KVStats | None = None
+    indexes: IndexService | None = None
     store: TieredStore | None = None  # opened at start-up, closed at shutdown
     cache: SemanticCache | None = None  # built once the embedder has loaded
     coalescer: Coalescer = field(default_factory=Coalescer)

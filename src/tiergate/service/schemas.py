@@ -40,6 +40,26 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+class DocumentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str | None = Field(None, max_length=256)
+    text: str = Field(min_length=1)
+
+
+class KVIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    recompute_ratio: float | None = Field(None, ge=0.0, le=1.0)
+    adaptive: bool | None = None
+
+
+class RetrievalIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    index: str = Field(min_length=1, max_length=64)
+    k: int = Field(5, ge=1, le=50)
+    filters: dict[str, str | int | float | bool] | None = None
+
+
 class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -56,6 +76,9 @@ class ChatCompletionRequest(BaseModel):
     n: int = Field(1, ge=1, le=16)
     # tiergate's own fields; never forwarded upstream.
     category: str | None = Field(None, max_length=64, description="Cache category; overrides the classifier.")
+    documents: list[DocumentIn] | None = Field(None, max_length=64, description="Passages, each its own KV chunk.")
+    retrieval: RetrievalIn | None = Field(None, description="Retrieve passages from an index into `documents`.")
+    kv: KVIn | None = Field(None, description="KV reuse options for the local engine.")
 
     @field_validator("stop")
     @classmethod
@@ -96,9 +119,18 @@ class EmbeddingRequest(BaseModel):
         return [self.input] if isinstance(self.input, str) else list(self.input)
 
 
-EXTENSIONS = frozenset({"category"})
+EXTENSIONS = frozenset({"category", "documents", "retrieval", "kv"})
 
 
 def dump_request(req: BaseModel) -> dict[str, Any]:
-    """The body to forward upstream: what the client sent, minus tiergate's own fields."""
-    return req.model_dump(exclude_unset=True, exclude=set(EXTENSIONS))
+    """The body to forward upstream: what the client sent, minus tiergate's own fields; documents
+    (given or retrieved) become a system message, since an upstream knows nothing of chunks."""
+    body = req.model_dump(exclude_unset=True, exclude=set(EXTENSIONS))
+    documents = getattr(req, "documents", None)
+    if documents:
+        passages = "\n\n".join(f"[{d.id or i + 1}] {d.text}" for i, d in enumerate(documents))
+        note = {"role": "system", "content": "Use these documents to answer.\n\n" + passages}
+        messages = body["messages"]
+        at = next((i for i, m in enumerate(messages) if m.get("role") not in ("system", "developer")), len(messages))
+        body["messages"] = [*messages[:at], note, *messages[at:]]
+    return body

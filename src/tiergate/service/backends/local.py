@@ -9,9 +9,11 @@ from typing import Any
 
 from tiergate.config import PACKAGED_GENERATOR, BackendConfig, EngineConfig
 from tiergate.engine.generate import Finished, GenerationRequest, TextDelta, Usage
+from tiergate.engine.prompt import Document
 from tiergate.engine.runner import EngineRunner
 from tiergate.engine.sampling import SamplingParams
 from tiergate.errors import InvalidRequestError
+from tiergate.kvstore import KVOptions
 from tiergate.service.backends.base import Backend, Chunk
 from tiergate.service.schemas import ChatCompletionRequest
 
@@ -69,7 +71,10 @@ class LocalBackend(Backend):
             stop=req.stop_list(),
             seed=req.seed,
         )
-        return GenerationRequest(messages=messages, sampling=sampling)
+        documents = [Document(text=d.text, id=d.id) for d in req.documents or ()]
+        kv = KVOptions(enabled=req.kv.enabled, recompute_ratio=req.kv.recompute_ratio,
+                       adaptive=req.kv.adaptive) if req.kv is not None else KVOptions()
+        return GenerationRequest(messages=messages, sampling=sampling, documents=documents, kv=kv)
 
     async def complete(self, req: ChatCompletionRequest) -> dict[str, Any]:
         events = self.runner.submit(self.to_generation(req))

@@ -25,7 +25,7 @@ from tiergate.service.caching import (
 )
 from tiergate.service.deps import Services, principal, services
 from tiergate.service.errors import error_body
-from tiergate.service.schemas import ChatCompletionRequest, EmbeddingRequest, dump_request
+from tiergate.service.schemas import ChatCompletionRequest, DocumentIn, EmbeddingRequest, KVIn, dump_request
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -48,13 +48,20 @@ async def chat_completions(
     who: Principal = Depends(principal),
 ) -> Response:
     directives = CacheDirectives.from_request(request.headers, body.category)
+    if request.headers.get("x-tiergate-kv", "").lower() == "off":
+        body = body.model_copy(update={"kv": KVIn(enabled=False)})
+    retrieved: dict[str, Any] | None = None
+    if body.retrieval is not None:
+        body, retrieved = await _retrieve(svc, who, body)
     cache = _cache_for(svc, body.model)
-    view = dump_request(body)
+    view = dump_request(body)  # documents, given or retrieved, are part of what the cache keys on
     lookup: Lookup | None = None
     if cache is not None and not directives.no_cache:
         _report_pressure(svc, cache, body.model)
         lookup = await svc.blocking(cache.lookup, who.tenant, body.model, view, directives.category)
     headers = lookup.headers() if lookup is not None else {"X-Tiergate-Cache": "bypass"}
+    if retrieved is not None:
+        headers["X-Tiergate-Retrieved"] = str(len(retrieved["ids"]))
     if lookup is not None and lookup.category is None and directives.category:
         headers["X-Tiergate-Category"] = directives.category
     request.state.cache = headers["X-Tiergate-Cache"]
@@ -94,8 +101,21 @@ async def chat_completions(
                    finish=finish, who=who)
         return StreamingResponse(sse, media_type="text/event-stream", headers={**SSE_HEADERS, **headers})
     _count_tokens(svc, backend, result.get("usage"), who)
+    if retrieved is not None:
+        result["retrieval"] = retrieved
     finish(result)
     return _json(result, headers)
+
+
+async def _retrieve(svc: Services, who: Principal, body: ChatCompletionRequest,
+                    ) -> tuple[ChatCompletionRequest, dict[str, Any]]:
+    """Search the named index with the last user turn; the passages join the request's documents."""
+    assert body.retrieval is not None and svc.indexes is not None
+    query = next((m.text() for m in reversed(body.messages) if m.role == "user"), "")
+    spec = body.retrieval
+    hits = await svc.blocking(svc.indexes.search, who.tenant, spec.index, query, spec.k, spec.filters)
+    documents = [*(body.documents or ()), *(DocumentIn(id=h["id"], text=h["text"]) for h in hits)]
+    return body.model_copy(update={"documents": documents}), {"index": spec.index, "ids": [h["id"] for h in hits]}
 
 
 def _cache_for(svc: Services, model: str) -> SemanticCache | None:

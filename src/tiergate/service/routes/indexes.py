@@ -1,0 +1,124 @@
+"""/v1/indexes: build jobs (uploaded documents or a server-side path), search, document updates.
+Every route works within the caller's tenant: other tenants' indexes do not exist for it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
+
+from tiergate.errors import InvalidRequestError
+from tiergate.index import BuildParams
+from tiergate.service.auth import Principal
+from tiergate.service.deps import Services, principal, services
+from tiergate.service.indexes import IndexService
+
+router = APIRouter(prefix="/v1/indexes")
+
+
+class DocumentBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(min_length=1, max_length=256)
+    text: str = Field(min_length=1)
+    metadata: dict[str, Any] | None = None
+
+
+class BuildBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=64)
+    documents: list[DocumentBody] | None = Field(None, description="The corpus itself.")
+    path: str | None = Field(None, description="A server-side file or folder inside server.index_source_dirs.")
+    chunk_tokens: int = Field(0, ge=0, le=8192)
+    overlap: int = Field(0, ge=0, le=4096)
+
+
+class SearchBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    query: str = Field(min_length=1, max_length=8192)
+    k: int = Field(5, ge=1, le=100)
+    filters: dict[str, str | int | float | bool] | None = None
+
+
+class DocumentsBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    documents: list[DocumentBody] = Field(min_length=1)
+
+
+class DeleteDocumentsBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ids: list[str] = Field(min_length=1)
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data, default=str), status_code=status, media_type="application/json")
+
+
+def _indexes(svc: Services) -> IndexService:
+    assert svc.indexes is not None
+    return svc.indexes
+
+
+@router.post("")
+async def build(body: BuildBody, svc: Services = Depends(services), who: Principal = Depends(principal)) -> Response:
+    if (body.documents is None) == (body.path is None):
+        raise InvalidRequestError("give either documents or a server-side path")
+    sources: list[Any] = ([d.model_dump(exclude_none=True) for d in body.documents] if body.documents is not None
+                          else [_indexes(svc).allowed_path(body.path or "")])
+    params = BuildParams(chunk_tokens=body.chunk_tokens, overlap=body.overlap)
+    job = _indexes(svc).start_build(who.tenant, body.name, [sources] if body.documents is not None else sources,
+                                    params)
+    return _json({"job": job.to_dict()}, status=202)
+
+
+@router.get("")
+async def list_(svc: Services = Depends(services), who: Principal = Depends(principal)) -> Response:
+    return _json({"object": "list", "data": await svc.blocking(_indexes(svc).list, who.tenant)})
+
+
+@router.get("/jobs")
+async def jobs(svc: Services = Depends(services), who: Principal = Depends(principal)) -> Response:
+    return _json({"object": "list", "data": _indexes(svc).jobs(who.tenant)})
+
+
+@router.get("/jobs/{job_id}")
+async def job(job_id: str, svc: Services = Depends(services), who: Principal = Depends(principal)) -> Response:
+    return _json(_indexes(svc).job(job_id, who.tenant).to_dict())
+
+
+@router.delete("/jobs/{job_id}")
+async def cancel(job_id: str, svc: Services = Depends(services), who: Principal = Depends(principal)) -> Response:
+    return _json(_indexes(svc).cancel_job(job_id, who.tenant))
+
+
+@router.get("/{name}")
+async def info(name: str, svc: Services = Depends(services), who: Principal = Depends(principal)) -> Response:
+    return _json(await svc.blocking(_indexes(svc).info, who.tenant, name))
+
+
+@router.delete("/{name}")
+async def delete(name: str, svc: Services = Depends(services), who: Principal = Depends(principal)) -> Response:
+    await svc.blocking(_indexes(svc).delete, who.tenant, name)
+    return _json({"deleted": name})
+
+
+@router.post("/{name}/search")
+async def search(name: str, body: SearchBody, request: Request, svc: Services = Depends(services),
+                 who: Principal = Depends(principal)) -> Response:
+    hits = await svc.blocking(_indexes(svc).search, who.tenant, name, body.query, body.k, body.filters)
+    return _json({"object": "list", "index": name, "data": hits})
+
+
+@router.post("/{name}/documents")
+async def add_documents(name: str, body: DocumentsBody, svc: Services = Depends(services),
+                        who: Principal = Depends(principal)) -> Response:
+    docs = [d.model_dump(exclude_none=True) for d in body.documents]
+    return _json(await svc.blocking(_indexes(svc).insert, who.tenant, name, docs))
+
+
+@router.delete("/{name}/documents")
+async def remove_documents(name: str, body: DeleteDocumentsBody, svc: Services = Depends(services),
+                           who: Principal = Depends(principal)) -> Response:
+    return _json(await svc.blocking(_indexes(svc).delete_documents, who.tenant, name, body.ids))
