@@ -135,3 +135,28 @@ def test_models_and_readiness(gateway):
     assert MODEL in ids and "all-minilm-l6-v2" in ids
     ready = httpx.get(gateway + "/readyz").json()
     assert ready["ready"] and ready["backends"][0]["model_id"].startswith(MODEL + "@")
+
+
+DOC_A = ("The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. "
+         "It is named after the engineer Gustave Eiffel, whose company designed and built the tower "
+         "for the 1889 World's Fair.")
+DOC_B = ("The Colosseum is an elliptical amphitheatre in the centre of the city of Rome, Italy. "
+         "Built of travertine limestone, tuff and brick-faced concrete, it was the largest "
+         "amphitheatre ever built at the time.")
+
+
+def test_documents_reuse_chunk_kv_in_any_order(gateway):
+    def ask(docs: list[str], question: str, **headers) -> dict:
+        body = {"model": MODEL, "temperature": 0, "max_tokens": 8,
+                "documents": [{"id": str(i), "text": d} for i, d in enumerate(docs)],
+                "messages": [{"role": "user", "content": question}]}
+        r = httpx.post(gateway + "/v1/chat/completions", json=body, headers=headers, timeout=120)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    ask([DOC_A, DOC_B], "Where is the Eiffel Tower?")
+    reordered = ask([DOC_B, DOC_A], "Who built the Colosseum?")
+    assert reordered["usage"]["prompt_tokens_details"]["cached_tokens"] > 40  # both chunks reused
+    off = ask([DOC_B, DOC_A], "Who built the Colosseum?", **{"X-Tiergate-KV": "off"})
+    assert off["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+    assert off["choices"][0]["message"]["content"].strip()
