@@ -25,12 +25,13 @@ from common import ROOT, free_port, machine, markdown_table, pct, save, spawn, w
 BODY = {"model": "bench-model", "messages": [{"role": "user", "content": "hello gateway"}], "max_tokens": 16}
 
 
-async def _load_aiohttp(url: str, body: dict, concurrency: int, seconds: float, stream: bool) -> dict[str, Any]:
+async def _load_aiohttp(url: str, body: dict, concurrency: int, seconds: float, stream: bool,
+                        headers: dict[str, str] | None = None) -> dict[str, Any]:
     import aiohttp
     import orjson
 
     payload = orjson.dumps({**body, "stream": stream})
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json", **(headers or {})}
     latencies: list[float] = []
     errors = 0
     connector = aiohttp.TCPConnector(limit=concurrency)
@@ -86,8 +87,34 @@ async def _closed_loop(one, concurrency: int, seconds: float, latencies: list[fl
 LOADERS = {"aiohttp": _load_aiohttp, "httpx": _load_httpx}
 
 
+# Routing overhead is measured with the response cache skipped (no lookup, no store); cache hits
+# are measured on their own below.
+NO_CACHE = {"Cache-Control": "no-cache, no-store"}
+
+
 def run(url: str, concurrency: int, seconds: float, stream: bool, client: str = "aiohttp") -> dict[str, Any]:
+    if client == "aiohttp":
+        return asyncio.run(_load_aiohttp(url, BODY, concurrency, seconds, stream, NO_CACHE))
     return asyncio.run(LOADERS[client](url, BODY, concurrency, seconds, stream))
+
+
+def run_cache_hits(url: str, seconds: float) -> list[dict[str, Any]]:
+    """Exact hits (the same request again) and semantic hits (a paraphrase of a stored question)."""
+    import httpx
+
+    stored = {"model": "bench-model", "temperature": 0,
+              "messages": [{"role": "user", "content": "How do I reverse a list in Python?"}]}
+    paraphrase = {**stored, "messages": [{"role": "user", "content": "How can I reverse a list in Python?"}]}
+    httpx.post(url, json=stored, timeout=30)  # the miss that stores the answer
+    outcome = httpx.post(url, json=paraphrase, timeout=30).headers.get("x-tiergate-cache")
+    rows = []
+    for kind, body in (("exact", stored), ("semantic", paraphrase)):
+        for c in (1, 8):
+            r = asyncio.run(_load_aiohttp(url, body, c, seconds, False))
+            rows.append({"hit": kind, "concurrency": c, **r})
+            print(rows[-1], flush=True)
+    rows.append({"hit": "check", "paraphrase_outcome": outcome})
+    return rows
 
 
 def main() -> None:
@@ -129,6 +156,7 @@ def main() -> None:
                     "direct_rps": d["rps"], "gateway_rps": g["rps"], "errors": d["errors"] + g["errors"],
                 })
                 print(rows[-1], flush=True)
+        hits = run_cache_hits(through, args.seconds)
         clients = []
         for client in ("aiohttp", "httpx"):
             for c in (8, 32):
@@ -148,8 +176,12 @@ def main() -> None:
         "added_p99_ms_at_c8_json<=10": key["added_p99_ms"] <= 10.0,
         "gateway_rps>=500": best_rps >= 500,
     }
+    exact = next(h for h in hits if h["hit"] == "exact" and h["concurrency"] == 1)
+    semantic = next(h for h in hits if h["hit"] == "semantic" and h["concurrency"] == 1)
+    targets["exact_hit_p50_ms<=2"] = exact["p50_ms"] <= 2.0
+    targets["semantic_hit_p50_ms<=15"] = semantic["p50_ms"] <= 15.0
     data = {"machine": machine(), "pinned": multi, "seconds_per_run": args.seconds, "runs": rows,
-            "clients": clients, "max_gateway_rps": best_rps, "targets_met": targets}
+            "cache_hits": hits, "clients": clients, "max_gateway_rps": best_rps, "targets_met": targets}
     md = ["# Gateway overhead", "",
           f"Machine: {data['machine']['cpus']} CPUs ({data['machine']['processor']}), gateway pinned to its own core: "
           f"{multi}. Closed-loop load, {args.seconds:.0f} s per configuration, aiohttp load generator.", "",
@@ -157,6 +189,9 @@ def main() -> None:
                                 "direct_p99_ms", "gateway_p99_ms", "added_p99_ms", "direct_rps", "gateway_rps",
                                 "errors"]),
           "", f"Max sustained requests/s through the gateway: **{best_rps:.0f}**.", "",
+          "## Cache hits through the gateway (no backend call)", "",
+          f"The paraphrase was answered as: {hits[-1]['paraphrase_outcome']}.", "",
+          markdown_table(hits[:-1], ["hit", "concurrency", "rps", "p50_ms", "p99_ms", "errors"]), "",
           "## Async clients against the same upstream (direct, JSON)", "",
           markdown_table(clients, ["client", "concurrency", "rps", "p50_ms", "p99_ms", "errors"]), "",
           "## Targets", "", *[f"- {k}: {'met' if v else 'NOT met'}" for k, v in targets.items()]]
