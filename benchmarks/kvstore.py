@@ -133,8 +133,11 @@ def kl_first_token(ref: torch.Tensor, logits: torch.Tensor) -> float:
 
 
 @torch.inference_mode()
-def answer(engine: Engine, plan: PromptPlan, kv: KVOptions, n_tokens: int) -> dict[str, Any]:
-    """Prefill (timed) then greedy decode of n_tokens."""
+def answer(
+    engine: Engine, plan: PromptPlan, kv: KVOptions, n_tokens: int, ref: list[int] | None = None
+) -> dict[str, Any]:
+    """Prefill (timed) then greedy decode of n_tokens; with `ref`, decoding stops at the first
+    token that differs from it (all a same-answer check needs)."""
     pre = engine.prefill(plan, kv)
     model = engine.gen.model
     logits, cache, pos = pre.logits, pre.cache, pre.prompt_tokens
@@ -143,6 +146,8 @@ def answer(engine: Engine, plan: PromptPlan, kv: KVOptions, n_tokens: int) -> di
         tok = int(torch.argmax(logits))
         tokens.append(tok)
         if tok in engine.eos_ids or len(tokens) == n_tokens:
+            break
+        if ref is not None and (len(tokens) > len(ref) or tokens[-1] != ref[len(tokens) - 1]):
             break
         out = model(
             input_ids=torch.tensor([[tok]], device=model.device),
@@ -264,7 +269,7 @@ def run_cpu(args: argparse.Namespace) -> dict[str, Any]:
                 eng.prefiller.warm(plan)
             row["sweep"] = {}
             for name, which, kv in variants:
-                out = answer(sweep[which], plan, kv, args.answer_tokens)
+                out = answer(sweep[which], plan, kv, args.answer_tokens, ref["tokens"])
                 row["sweep"][name] = {
                     "ttft": out["ttft"],
                     "kl": kl_first_token(ref["logits"], out["logits"]),
@@ -678,6 +683,8 @@ def plot(res: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     panels = (3 if "cpu" in res else 0) + (1 if "gpu" in res else 0)
+    if not panels:
+        return
     fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 4.2))
     axes = list(axes) if panels > 1 else [axes]
     if "cpu" in res:
@@ -735,8 +742,8 @@ def main() -> None:
     p.add_argument("--random-weights", action="store_true", help="timing-only run on a random model")
     p.add_argument("--chunk-tokens", type=int, default=512)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--requests", type=int, default=16)
-    p.add_argument("--passages", type=int, default=5)
+    p.add_argument("--requests", type=int, default=8)
+    p.add_argument("--passages", type=int, default=4)
     p.add_argument("--answer-tokens", type=int, default=32)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
