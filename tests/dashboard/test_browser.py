@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,7 +45,7 @@ def gateway(tmp_path_factory) -> Iterator[Gateway]:
         tmp_path_factory.mktemp("gw"),
         {"name": "up", "kind": "openai", "base_url": up.base_url, "models": ["m"], "read_timeout_s": 10},
         auth={"api_keys": {KEY_A: "tenant-a", KEY_B: "tenant-b"}},
-        cache={"enabled": True},
+        cache={"enabled": True, "budget": {"sample_rate": 0, "warmup_sample_rate": 0}},  # deterministic hits
         dashboard={"sample_interval_s": 0.5, "cost_per_1k_tokens": {"m": 0.5}},
     )
     gw = Gateway(settings)
@@ -119,6 +120,12 @@ def test_dashboard_shows_the_workload_and_invalidates(gateway, browser):
     assert ask(url, "How can I reverse a list in Python?", KEY_A) == "semantic"
     assert [ask(url, "Who painted the Mona Lisa?", KEY_B) for _ in range(2)] == ["miss", "exact"]
     build_small_index(gateway.settings)
+    job = httpx.post(url + "/v1/indexes", headers=bearer(KEY_A), timeout=30,
+                     json={"name": "over-http", "documents": [{"id": "1", "text": "a passage"},
+                                                              {"id": "2", "text": "another passage"}]}).json()["job"]
+    while httpx.get(f"{url}/v1/indexes/jobs/{job['id']}", headers=bearer(KEY_A)).json()["state"] in ("queued",
+                                                                                                    "running"):
+        time.sleep(0.2)
 
     page = browser.new_page()
     page.goto(url + "/admin/login")
@@ -150,7 +157,9 @@ def test_dashboard_shows_the_workload_and_invalidates(gateway, browser):
     index_row = page.locator('table[data-rows="indexes.indexes"] tbody tr', has_text="docs")
     assert index_row.locator("td").nth(2).inner_text() == fmt(o["indexes"]["indexes"][0]["passages"], "int")
     assert page.locator('[data-reason="kv"]').inner_text().startswith("no local engine")
-    assert page.locator('[data-k="indexes.jobs_reason"]').is_visible()  # no job API: it says so
+    assert not page.locator('[data-k="indexes.jobs_reason"]').is_visible()  # the jobs API is wired in
+    job_row = page.locator('table[data-rows="indexes.jobs"] tbody tr', has_text="over-http")
+    assert "done" in job_row.inner_text()
     page.wait_for_selector("#chart-lookups canvas")
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)

@@ -34,7 +34,8 @@ def gateway(up, tmp_path_factory) -> Iterator[str]:
         tmp_path_factory.mktemp("gw"),
         {"name": "up", "kind": "openai", "base_url": up.base_url, "models": ["m", "other"], "read_timeout_s": 10},
         auth={"api_keys": {KEY_A: "tenant-a", KEY_B: "tenant-b"}},
-        cache={"enabled": True},
+        # No verification sampling: a sampled would-be hit is served as a miss, at random.
+        cache={"enabled": True, "budget": {"sample_rate": 0, "warmup_sample_rate": 0}},
     )
     with run_gateway(settings) as url:
         yield url

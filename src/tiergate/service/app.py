@@ -76,7 +76,8 @@ def create_app(settings: Settings) -> FastAPI:
         )
     metrics = Metrics()
     kv_stats = KVStats()
-    kv_stats.register(metrics.registry)
+    if settings.local_backend() is not None:  # KV reuse happens only in the in-process engine
+        kv_stats.register(metrics.registry)
 
     def kv_store() -> KVStore | None:
         if not settings.kv.enabled or svc.store is None:
@@ -92,7 +93,7 @@ def create_app(settings: Settings) -> FastAPI:
         router=Router(backends, metrics),
         embeddings=EmbeddingService(settings.models),
         limiter=RateLimiter(settings.auth),
-        kv_stats=kv_stats,
+        kv_stats=kv_stats if settings.local_backend() is not None else None,
         indexes=IndexService(settings),
     )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import orjson
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-Finish = Callable[[dict[str, Any] | None], None]
+Finish = Callable[[dict[str, Any] | None], Awaitable[None]]
 
 
 def _json(data: Any, headers: dict[str, str]) -> Response:
@@ -79,13 +79,14 @@ async def chat_completions(
     settle = svc.coalescer.lead(key) if key is not None else None
     store = cache is not None and not directives.no_store
 
-    def finish(answer: dict[str, Any] | None) -> None:
-        """Called once with the complete answer, or None when the request failed."""
+    async def finish(answer: dict[str, Any] | None) -> None:
+        """Called once with the complete answer, or None when the request failed. The answer is
+        stored before the client gets its last byte, so an immediate repeat is a hit."""
         if settle is not None:
             settle(orjson.dumps(answer) if answer else UpstreamError("the shared backend call failed"))
         if store and answer is not None and storable(answer):
             assert cache is not None
-            svc.pool.submit(_insert, cache, who.tenant, body.model, view, answer, directives, lookup)
+            await svc.blocking(_insert, cache, who.tenant, body.model, view, answer, directives, lookup)
 
     try:
         if body.stream:
@@ -93,7 +94,7 @@ async def chat_completions(
         else:
             result, backend = await svc.router.call(body.model, lambda b: b.complete(body))
     except BaseException:
-        finish(None)
+        await finish(None)
         raise
     request.state.backend = backend.name
     if body.stream:
@@ -103,7 +104,7 @@ async def chat_completions(
     _count_tokens(svc, backend, result.get("usage"), who)
     if retrieved is not None:
         result["retrieval"] = retrieved
-    finish(result)
+    await finish(result)
     return _json(result, headers)
 
 
@@ -168,14 +169,14 @@ async def _sse(stream: AsyncIterator[Chunk], backend: Backend, svc: Services, *,
                     continue  # usage was asked for internally, for metrics; the client did not
             yield _sse_bytes(chunk)
     except TiergateError as exc:
-        finish(None)
+        await finish(None)
         # Headers are gone already: the error travels as an event, and no [DONE] follows.
         yield _sse_bytes(error_body(exc.message, exc.type, exc.code))
         return
     except BaseException:  # the client went away mid-stream: nothing complete to store
-        finish(None)
+        await finish(None)
         raise
-    finish(assembled.result())
+    await finish(assembled.result())
     yield b"data: [DONE]\n\n"
 
 
