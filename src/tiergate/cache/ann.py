@@ -9,7 +9,8 @@ Labels are the caller's 63-bit entry ids. Not thread-safe on its own: the cache 
 
 from __future__ import annotations
 
-import faiss
+from typing import Any
+
 import numpy as np
 
 
@@ -27,7 +28,9 @@ class AnnIndex:
         self._where: dict[int, int] = {}  # live label -> faiss position
         self._dead = 0
 
-    def _new(self) -> faiss.Index:
+    def _new(self) -> Any:
+        import faiss  # here, not at module level: importing the settings must not need faiss
+
         index = faiss.IndexHNSWSQ(self.dim, faiss.ScalarQuantizer.QT_fp16, self.m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = self.ef_construction
         index.hnsw.efSearch = self.ef_search
