@@ -571,6 +571,17 @@ def run_gpu(args: argparse.Namespace) -> dict[str, Any]:
                             lb = sum(after["load_bytes"].values()) - sum(before["load_bytes"].values())
                             ls = sum(after["load_seconds"].values()) - sum(before["load_seconds"].values())
                             loaded.append((lb, ls, pre.cached_tokens))
+                    if device == "cuda" and not decide:
+                        # What a load to the GPU costs from this tier, copy included.
+                        keys = [k for k in ts.keys("kv") if k.startswith("chunk/")]
+                        _sync(device)
+                        t0 = time.perf_counter()
+                        got = [ts.get("kv", k, as_="torch", device="cuda") for k in keys]
+                        _sync(device)
+                        dt = time.perf_counter() - t0
+                        nb = sum(g.numel() * g.element_size() for g in got)
+                        point[f"{tier}_to_gpu_GBps"] = nb / dt / 1e9
+                        del got
                     name = f"{tier}{'' if not decide else '+decide'}"
                     lb = sum(x[0] for x in loaded)
                     ls = sum(x[1] for x in loaded)
@@ -587,7 +598,7 @@ def run_gpu(args: argparse.Namespace) -> dict[str, Any]:
     shutil.rmtree(tmp, ignore_errors=True)
     if "pinned_h2d_GBps" in out:
         for p in out["points"]:
-            rate = p.get("host_load_GBps")
+            rate = p.get("host_to_gpu_GBps")
             p["host_load_share_of_pinned"] = rate / out["pinned_h2d_GBps"] if rate else None
     return out
 

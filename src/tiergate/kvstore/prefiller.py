@@ -137,6 +137,7 @@ class KVPrefiller:
                 stats.add_tier("chunk_hits", loc.tier)
                 spans.append(Span(pos, kv, exact=False, chunk=j))
 
+        t_blend = time.perf_counter()
         result = blend_prefill(
             self.lm, ids, spans, ratio=ratio, full_layers=cfg.full_layers, adaptive=adaptive,
             reference_deviation=self._reference_deviation,
@@ -148,6 +149,7 @@ class KVPrefiller:
         if self.lm.device.type == "cuda":
             torch.cuda.synchronize(self.lm.device)
         seconds = time.perf_counter() - t0
+        compute_seconds = time.perf_counter() - t_blend  # excludes loads from slow tiers
 
         if not opts.store:
             pending = PendingWrites()
@@ -159,10 +161,12 @@ class KVPrefiller:
                 s, e = i * block, (i + 1) * block
                 kv = torch.stack((result.keys_pre[:, :, s:e], result.values[:, :, s:e]), dim=1)
                 pending.blocks.append((block_keys[i], kv))
+        if self.store is not None:
+            # Calibrate compute speed on every prefill (KV off too), loads excluded.
+            self.store.costs.observe_prefill(result.token_layers, compute_seconds)
         if store is not None:
             costs = store.costs
             full_estimate = costs.saved_seconds(n, layers, 0.0)
-            costs.observe_prefill(result.token_layers, seconds)
             stats.add(
                 requests=1, tokens_prompt=n, tokens_reused=result.reused,
                 tokens_recomputed=result.recomputed, tokens_computed=result.computed, prefill_seconds=seconds,
