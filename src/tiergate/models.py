@@ -31,6 +31,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 log = logging.getLogger(__name__)
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+# transformers' from_pretrained patches module construction globally while it loads (empty
+# weights on the meta device), so two loads on two threads can leave one model's weights on
+# meta. The gateway loads the embedder and the generator on separate threads: one at a time.
+_LOADING = threading.Lock()
 _FINGERPRINT_FILE = "tiergate-fingerprint.txt"
 
 
@@ -132,7 +137,8 @@ def load_embedder(config: ModelsConfig) -> Embedder:
 
     path = embedder_dir(config)
     device = resolve_device(config.device)
-    model = SentenceTransformer(str(path), device=device, local_files_only=True)
+    with _LOADING:
+        model = SentenceTransformer(str(path), device=device, local_files_only=True)
     if device == "cuda":
         model = model.to(resolve_dtype(config.dtype, device))
     name = PACKAGED_EMBEDDER if not config.embedder else path.name
@@ -169,8 +175,9 @@ def packaged_generator_dir(data_dir: Path) -> Path:
     log.info("converting packaged GGUF to safetensors (once)", extra={"target": str(target)})
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=GGUF_FILE)
-    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF_FILE)
+    with _LOADING:
+        tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=GGUF_FILE)
+        model = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF_FILE)
     # The dequantised weights are ordinary tensors; drop the GGUF marker so they can be saved.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -206,8 +213,9 @@ def load_generator(config: ModelsConfig, data_dir: Path) -> Generator:
     path = generator_dir(config, data_dir)
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
+    with _LOADING:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
     model.to(device).eval()
     if tokenizer.chat_template is None:
         raise ConfigError(f"models.generator: {path} has no chat template")
