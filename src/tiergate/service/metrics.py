@@ -37,6 +37,3 @@ class Metrics:
             "tiergate_backend_fallbacks", "Requests handed on to the next backend.", ["backend"], registry=r
         )
         self.inflight = Gauge("tiergate_inflight_requests", "Requests being served now.", registry=r)
-        self.queue_depth = Gauge(
-            "tiergate_engine_queue_depth", "Generations waiting for the local engine.", registry=r
-        )

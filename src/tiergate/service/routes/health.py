@@ -27,7 +27,4 @@ async def readyz(svc: Services = Depends(services)) -> Response:
 
 @router.get("/metrics")
 async def metrics(svc: Services = Depends(services)) -> Response:
-    local = next((b for b in svc.backends if b.kind == "local"), None)
-    if local is not None:
-        svc.metrics.queue_depth.set(local.status().get("queue_depth", 0))
     return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)

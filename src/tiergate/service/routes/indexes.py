@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
@@ -105,7 +105,7 @@ async def delete(name: str, svc: Services = Depends(services), who: Principal = 
 
 
 @router.post("/{name}/search")
-async def search(name: str, body: SearchBody, request: Request, svc: Services = Depends(services),
+async def search(name: str, body: SearchBody, svc: Services = Depends(services),
                  who: Principal = Depends(principal)) -> Response:
     hits = await svc.blocking(_indexes(svc).search, who.tenant, name, body.query, body.k, body.filters)
     return _json({"object": "list", "index": name, "data": hits})
