@@ -54,7 +54,10 @@ def content_text(content: Any) -> str:
 
 
 def _canonical(obj: Any) -> bytes:
-    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    try:
+        return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError as exc:  # integers beyond 64 bits, unpaired surrogates
+        raise InvalidRequestError(f"the request holds a value that cannot be encoded as JSON: {exc}") from exc
 
 
 def _digest(obj: Any, nbytes: int = 16) -> str:
@@ -146,7 +149,10 @@ def cacheable(view: RequestView, max_temperature: float) -> str | None:
         return "temperature is not a number"
     if temperature == 0:
         return None
-    if int(p.get("n", 1) or 1) != 1:
+    n = p.get("n", 1)
+    if not isinstance(n, int | float):
+        return "n is not a number"
+    if n not in (0, 1):  # 0 and 1 both mean one choice
         return "n > 1 asks for several samples"
     if temperature > max_temperature:
         return f"temperature {temperature} above {max_temperature}"

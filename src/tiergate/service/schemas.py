@@ -8,7 +8,60 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+# The range orjson (and most JSON peers) can encode; Python's json.loads reads any integer.
+INT_MIN, INT_MAX = -(2**63), 2**64 - 1
+
+
+def _valid_unicode(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # an unpaired surrogate, which JSON's \ud800 escapes can spell
+        return False
+    return True
+
+
+def unencodable(value: Any) -> str | None:
+    """Where a parsed JSON body holds something that cannot be encoded again, or None.
+
+    `json.loads` accepts integers of any size and strings with unpaired surrogates; orjson, UTF-8
+    and upstreams refuse them, so a body holding one would fail deep inside (a cache key, the
+    upstream call). The message names the place but never echoes the value, which could not be
+    encoded in the error either.
+    """
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, at = stack.pop()
+        if isinstance(item, str):
+            if not _valid_unicode(item):
+                return f"{at or 'body'}: the string holds an unpaired surrogate (not valid Unicode)"
+        elif isinstance(item, int) and not isinstance(item, bool):
+            if not INT_MIN <= item <= INT_MAX:
+                return f"{at or 'body'}: the integer is outside the 64-bit range"
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if isinstance(key, str) and not _valid_unicode(key):
+                    return f"{at or 'body'}: a key holds an unpaired surrogate (not valid Unicode)"
+                stack.append((child, f"{at}.{key}" if at else str(key)))
+        elif isinstance(item, list):
+            stack.extend((child, f"{at}.{i}" if at else str(i)) for i, child in enumerate(item))
+    return None
+
+
+class JsonBody(BaseModel):
+    """A request body that can be encoded again: forwarded, hashed into a key, or stored."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check_encodable(cls, data: Any) -> Any:
+        problem = unencodable(data)
+        if problem is not None:
+            raise PydanticCustomError("unencodable", problem)
+        return data
 
 
 class TextPart(BaseModel):
@@ -60,7 +113,7 @@ class RetrievalIn(BaseModel):
     filters: dict[str, str | int | float | bool] | None = None
 
 
-class ChatCompletionRequest(BaseModel):
+class ChatCompletionRequest(JsonBody):
     model_config = ConfigDict(extra="allow")
 
     model: str = Field(min_length=1, max_length=256)
@@ -99,7 +152,7 @@ class ChatCompletionRequest(BaseModel):
         return bool(self.stream_options and self.stream_options.include_usage)
 
 
-class EmbeddingRequest(BaseModel):
+class EmbeddingRequest(JsonBody):
     model_config = ConfigDict(extra="allow")
 
     model: str = Field(min_length=1, max_length=256)
@@ -117,6 +170,47 @@ class EmbeddingRequest(BaseModel):
 
     def texts(self) -> list[str]:
         return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    code: str | None = None
+    param: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error shape, used for every refusal and failure the gateway answers."""
+
+    error: ErrorDetail
+
+
+ERROR_DESCRIPTIONS: dict[int, str] = {
+    400: "Invalid request: the message names the field (the body is not valid JSON, or a value is out of range).",
+    401: "Missing or invalid API key.",
+    403: "The key may not use this route (admin routes need the admin key).",
+    404: "No such model, index or job (for this tenant).",
+    413: "The request body is over server.max_body_bytes.",
+    429: "Rate limit or a bounded queue is full; retry after the Retry-After header's seconds.",
+    502: "The upstream backend failed or answered with garbage.",
+    503: "Not ready yet (models loading), draining, or the part asked for is disabled.",
+    504: "The upstream backend did not answer in time.",
+}
+
+
+class BackendStatus(BaseModel):
+    """One backend as `/readyz` and the admin API describe it (the local one adds queue figures)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+    kind: str
+    ready: bool
+    models: list[str]
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` entries for a route decorator: the errors it can answer, each in OpenAI's shape."""
+    return {status: {"model": ErrorResponse, "description": ERROR_DESCRIPTIONS[status]} for status in statuses}
 
 
 EXTENSIONS = frozenset({"category", "documents", "retrieval", "kv"})
