@@ -249,35 +249,33 @@ def build_index(
 
         raise IndexExistsError(f"index {name!r} already exists for tenant {tenant!r}")
     progress_fn, close = _progress(progress)
-    staging = catalog.staging_dir(settings, tenant, name)
-    try:
-        version = staging / catalog.version_name(1)
-        version.mkdir()
-        work = staging / "work"
-        work.mkdir()
-        if embedder is None:
-            from tiergate.models import load_embedder
+    with catalog.staging(settings, tenant, name) as staging:  # removed unless published
+        try:
+            version = staging / catalog.version_name(1)
+            version.mkdir()
+            work = staging / "work"
+            work.mkdir()
+            if embedder is None:
+                from tiergate.models import load_embedder
 
-            embedder = load_embedder(settings.models)
-        if ray_address:
-            from tiergate.index.ray_build import stage_ray
+                embedder = load_embedder(settings.models)
+            if ray_address:
+                from tiergate.index.ray_build import stage_ray
 
-            staged = stage_ray(sources, settings, params, work, ray_address, progress_fn, cancel,
-                               embedder=embedder)
-        else:
-            total = estimate_records(sources) if progress_fn and params.chunk_tokens == 0 else None
-            staged = stage_local(read_sources(sources), embedder, params, work, progress_fn, cancel, total)
-        base = {"name": name, "tenant": tenant, "model_id": embedder.model_id, "dim": embedder.dim}
-        manifest = finish(staged, version, base, params, progress_fn, cancel)
-        shutil.rmtree(work)
-        catalog.set_current(staging, version.name)
-        _check_cancel(cancel)
-        catalog.publish(staging, target, overwrite)
-        return make_info(target / version.name, manifest)
-    finally:
-        close()
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+                staged = stage_ray(sources, settings, params, work, ray_address, progress_fn, cancel,
+                                   embedder=embedder)
+            else:
+                total = estimate_records(sources) if progress_fn and params.chunk_tokens == 0 else None
+                staged = stage_local(read_sources(sources), embedder, params, work, progress_fn, cancel, total)
+            base = {"name": name, "tenant": tenant, "model_id": embedder.model_id, "dim": embedder.dim}
+            manifest = finish(staged, version, base, params, progress_fn, cancel)
+            shutil.rmtree(work)
+            catalog.set_current(staging, version.name)
+            _check_cancel(cancel)
+            catalog.publish(staging, target, overwrite)
+            return make_info(target / version.name, manifest)
+        finally:
+            close()
 
 
 def _progress(progress: ProgressFn | bool | None) -> tuple[ProgressFn | None, Callable[[], None]]:

@@ -89,6 +89,51 @@ def staging_dir(settings: Settings, tenant: str, name: str) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def staging(settings: Settings, tenant: str, name: str) -> Iterator[Path]:
+    """A hidden folder to build an index in: locked while the build lives, so that
+    `remove_leftovers` can tell it from what a killed build left, and removed unless published."""
+    path = staging_dir(settings, tenant, name)
+    try:
+        with locked(path):
+            yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def remove_leftovers(settings: Settings) -> list[Path]:
+    """Remove what killed builds and updates left behind: staging folders no live build holds,
+    trash, and unpublished update versions of indexes no one is updating. Returns what went."""
+    base = root(settings)
+    if not base.is_dir():
+        return []
+    removed: list[Path] = []
+    for tenant in (p for p in base.iterdir() if p.is_dir()):
+        for path in tenant.iterdir():
+            if path.name.startswith((".staging-", ".trash-")) and path.is_dir():
+                removed += _remove_unlocked(path, [path])
+            elif NAME_RE.fullmatch(path.name) and path.is_dir():
+                removed += _remove_unlocked(path, [p for p in path.iterdir() if p.name.startswith(".tmp-")])
+    return removed
+
+
+def _remove_unlocked(folder: Path, victims: list[Path]) -> list[Path]:
+    """Remove `victims` if `folder`'s lock is free (the writer that held it is gone)."""
+    if not victims:
+        return []
+    try:
+        with (folder / ".lock").open("a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return []  # a live build or update holds it
+            for victim in victims:
+                shutil.rmtree(victim, ignore_errors=True)
+    except FileNotFoundError:  # removed meanwhile by its owner
+        return []
+    return victims
+
+
 def publish(staging: Path, target: Path, overwrite: bool) -> None:
     """Move a complete staged index into place (atomic rename)."""
     from tiergate.index.errors import IndexExistsError

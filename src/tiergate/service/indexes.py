@@ -4,6 +4,7 @@ kept per tenant, search and document updates off the event loop."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
 import uuid
@@ -26,8 +27,10 @@ from tiergate.index import (
     list_indexes,
     open_index,
 )
-from tiergate.index.catalog import check_name
+from tiergate.index.catalog import check_name, remove_leftovers
 from tiergate.models import Embedder
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -60,6 +63,8 @@ class IndexService:
         self._open: dict[tuple[str, str], Index] = {}
         self._lock = threading.Lock()
         self.max_queued = max_queued_jobs
+        for path in remove_leftovers(settings):  # a build or update killed mid-way, before a restart
+            log.info("indexes: removed %s, left by a build or update that did not finish", path)
 
     def close(self) -> None:
         for job in self._jobs.values():

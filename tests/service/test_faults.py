@@ -1,0 +1,307 @@
+"""Faults at the gateway level, with real parts: Redis SIGKILLed and restarted under load, the
+gateway SIGKILLed during cache writes and an index build, a full disk, corrupt files in the data
+dir. Every test drives the real gateway over HTTP against a real upstream on loopback.
+
+Durability contract these tests hold the gateway to: a fresh answer is stored in the cache before
+the client gets its last byte, and with the disk tier's write-through (the default) each store
+`put` is on disk (written, fsynced, committed in the manifest) before it returns. So every answer a
+client received as a miss is on disk, and survives SIGKILL."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from tests.service.conftest import run_gateway, upstream_settings
+from tests.service.faultproc import GatewayProcess
+from tests.upstream_server import Behaviour, UpstreamServer, reply_text
+from tiergate.config import load_settings
+from tiergate.index.catalog import remove_leftovers
+
+pytestmark = pytest.mark.slow
+
+WORDS = 40  # the upstream echoes the whole prompt: each prompt has its own answer
+NO_SAMPLING = {"sample_rate": 0, "warmup_sample_rate": 0}  # a sampled would-be hit is served as a miss
+
+
+def expected(prompt: str) -> str:
+    return reply_text({"messages": [{"role": "user", "content": prompt}]}, WORDS)
+
+
+def prompt(i: int) -> str:
+    # numbers the guard tells apart, so a new prompt never takes another one's answer
+    return f"What is {i} plus {3 * i + 11}?"
+
+
+def ask(client: httpx.Client, url: str, text: str) -> httpx.Response:
+    body = {"model": "m", "messages": [{"role": "user", "content": text}], "temperature": 0}
+    return client.post(url + "/v1/chat/completions", json=body, timeout=30)
+
+
+def content(r: httpx.Response) -> str:
+    return r.json()["choices"][0]["message"]["content"]
+
+
+def metric(url: str, name: str, **labels: str) -> float:
+    """Sum of a Prometheus series' samples whose labels include `labels`."""
+    total = 0.0
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        m = re.fullmatch(rf"{name}(?:\{{(.*)\}})? (\S+)", line)
+        if m and all(f'{k}="{v}"' in (m.group(1) or "") for k, v in labels.items()):
+            total += float(m.group(2))
+    return total
+
+
+@pytest.fixture
+def up() -> Iterator[UpstreamServer]:
+    server = UpstreamServer(behaviour=Behaviour(words=WORDS)).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def open_admin(monkeypatch):
+    monkeypatch.delenv("TIERGATE_ADMIN_KEY", raising=False)  # open loopback mode: admin routes need no key
+
+
+def backend(up: UpstreamServer) -> dict[str, Any]:
+    return {"name": "up", "kind": "openai", "base_url": up.base_url, "models": ["m"], "read_timeout_s": 10}
+
+
+# ------------------------------------------------------------------ 1. Redis killed under load
+
+
+@dataclass
+class Load:
+    """A steady stream of chat requests from a few threads: repeats of answered prompts (hits)
+    and new prompts (misses). Records every outcome with the phase it happened in."""
+
+    url: str
+    phase: str = "up"
+    answered: dict[str, str] = field(default_factory=dict)  # prompt -> answer received as a miss
+    outcomes: list[tuple[str, str, int, str, bool]] = field(default_factory=list)  # phase, prompt, status, cache, ok
+    counter: Iterator[int] = field(default_factory=itertools.count)
+    stop: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def run(self, workers: int = 3) -> list[threading.Thread]:
+        threads = [threading.Thread(target=self._work, args=(random.Random(i),), daemon=True) for i in range(workers)]
+        for t in threads:
+            t.start()
+        return threads
+
+    def _work(self, rng: random.Random) -> None:
+        with httpx.Client() as client:
+            while not self.stop.is_set():
+                with self.lock:
+                    known = list(self.answered)
+                    phase = self.phase
+                text = rng.choice(known) if known and rng.random() < 0.6 else prompt(next(self.counter))
+                r = ask(client, self.url, text)
+                cache = r.headers.get("x-tiergate-cache", "")
+                ok = r.status_code == 200 and content(r) == expected(text)
+                with self.lock:
+                    self.outcomes.append((phase, text, r.status_code, cache, ok))
+                    if ok and cache == "miss":
+                        self.answered.setdefault(text, content(r))
+
+    def count(self, phase: str, cache: str | None = None) -> int:
+        with self.lock:
+            return sum(1 for p, _, _, c, _ in self.outcomes if p == phase and (cache is None or c == cache))
+
+
+def wait_until(condition, timeout: float = 60, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_redis_killed_and_restarted_mid_load(tmp_path: Path, up: UpstreamServer, redis_process):
+    def settings(name: str):
+        return upstream_settings(
+            tmp_path / name, backend(up),
+            cache={"enabled": True, "budget": NO_SAMPLING},
+            tiers={"gpu": {"enabled": False},
+                   "redis": {"enabled": True, "url": redis_process.url, "retry_interval_s": 0.2,
+                             "max_backoff_s": 1.0}},
+        )
+
+    client = redis.Redis.from_url(redis_process.url)
+    with run_gateway(settings("a")) as a, run_gateway(settings("b")) as b:
+        load = Load(a)
+        threads = load.run()
+        try:
+            wait_until(lambda: len(load.answered) >= 15 and load.count("up", "exact") >= 10, what="a warm cache")
+            assert client.dbsize() > 0  # the shared tier is written through
+            redis_process.proc.kill()  # SIGKILL: no shutdown, connections reset
+            redis_process.proc.wait()
+            redis_process.proc = None
+            with load.lock:
+                load.phase = "down"
+                before_kill = dict(load.answered)
+            wait_until(lambda: load.count("down", "exact") >= 20 and load.count("down", "miss") >= 5,
+                       what="hits and misses while Redis is down")
+            assert metric(a, "tiergate_tier_redis_up") == 0  # the gateway noticed, and kept answering
+            redis_process.start()  # empty: no persistence
+            with load.lock:
+                load.phase = "restarted"
+            wait_until(lambda: metric(a, "tiergate_tier_redis_up") == 1 and metric(b, "tiergate_tier_redis_up") == 1
+                       and load.count("restarted") >= 10, what="the Redis tier to come back")
+        finally:
+            load.stop.set()
+            for t in threads:
+                t.join(30)
+
+        bad = [o for o in load.outcomes if o[2] != 200 or not o[4]]
+        assert not bad, bad[:5]
+        down_hits = [o for o in load.outcomes if o[0] == "down" and o[3] == "exact"]
+        assert any(o[1] in before_kill for o in down_hits)  # entries from before the kill, served locally
+        assert load.count("down", "miss") >= 5  # new answers were stored locally too ...
+        stored_while_down = {o[1] for o in load.outcomes if o[0] == "down" and o[3] == "miss"}
+        with httpx.Client() as c:
+            assert all(ask(c, a, p).headers["x-tiergate-cache"] == "exact" for p in stored_while_down)  # ... and hit
+
+            # The shared tier resumes: replica B, subscribed again, indexes what A stores now and
+            # serves it from Redis without calling the upstream.
+            wait_until(lambda: client.pubsub_numsub("tiergate:cache:events")[0][1] == 2, 30,
+                       "both replicas to resubscribe")
+            b_entries = httpx.get(b + "/admin/api/cache").json()["entries"]
+            fresh = "What is 9001 plus 27014?"
+            r = ask(c, a, fresh)
+            assert r.status_code == 200 and r.headers["x-tiergate-cache"] == "miss"
+            assert any(k.startswith(b"tiergate:obj:cache/") for k in client.scan_iter(count=1000))
+            wait_until(lambda: httpx.get(b + "/admin/api/cache").json()["entries"] == b_entries + 1, 30,
+                       "replica B to index A's new entry")
+            calls = up.requests
+            r = ask(c, b, fresh)
+            assert r.status_code == 200 and r.headers["x-tiergate-cache"] == "exact"
+            assert content(r) == expected(fresh) and up.requests == calls
+
+
+# ------------------------------------------------------------------ 2. gateway SIGKILLed mid-write
+
+FACTS = [
+    ("everest", "Mount Everest is Earth's highest mountain above sea level, in the Himalayas."),
+    ("python", "Python is a high-level programming language created by Guido van Rossum."),
+    ("nile", "The Nile is a major north-flowing river in northeastern Africa."),
+    ("photosynthesis", "Photosynthesis lets plants turn light, water and carbon dioxide into sugar."),
+] + [(f"filler-{i}", f"Filler passage number {i} about topic {i % 7} and item {i}.") for i in range(24)]
+SMALL = [{"id": i, "text": t} for i, t in FACTS]
+# Long enough that a build is still embedding when the process dies (256 passages per block).
+BIG = [{"id": f"big-{i}", "text": f"Passage {i} of a long corpus: item {i} belongs to group {i % 13}, "
+        f"shelf {i % 29} and row {i % 31}, and is filed under letter {chr(65 + i % 26)}."} for i in range(4000)]
+
+
+def start_build(url: str, name: str, documents: list[dict]) -> str:
+    r = httpx.post(f"{url}/v1/indexes", json={"name": name, "documents": documents}, timeout=60)
+    assert r.status_code == 202, r.text
+    return r.json()["job"]["id"]
+
+
+def job(url: str, job_id: str) -> dict:
+    return httpx.get(f"{url}/v1/indexes/jobs/{job_id}").json()
+
+
+def wait_job(url: str, job_id: str) -> dict:
+    deadline = time.monotonic() + 120
+    while (state := job(url, job_id))["state"] in ("queued", "running"):
+        assert time.monotonic() < deadline, state
+        time.sleep(0.1)
+    return state
+
+
+def search(url: str, name: str, query: str) -> httpx.Response:
+    return httpx.post(f"{url}/v1/indexes/{name}/search", json={"query": query, "k": 3}, timeout=60)
+
+
+def hidden_leftovers(data_dir: Path) -> list[str]:
+    tenant = data_dir / "indexes" / "default"
+    return sorted(p.name for p in tenant.iterdir() if p.name.startswith(".")) if tenant.is_dir() else []
+
+
+class Writers:
+    """Threads storing fresh answers until the gateway dies; keeps what each client was sent."""
+
+    def __init__(self, url: str, first: int) -> None:
+        self.url = url
+        self.counter = itertools.count(first)
+        self.sent: list[str] = []
+        self.acknowledged: dict[str, str] = {}
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._work, daemon=True) for _ in range(4)]
+        for t in self.threads:
+            t.start()
+
+    def _work(self) -> None:
+        with httpx.Client() as client:
+            while True:
+                with self.lock:
+                    text = prompt(next(self.counter))
+                    self.sent.append(text)
+                try:
+                    r = ask(client, self.url, text)
+                except httpx.TransportError:
+                    return  # the gateway is gone
+                assert r.status_code == 200, r.text
+                if r.headers["x-tiergate-cache"] == "miss":
+                    with self.lock:
+                        self.acknowledged[text] = content(r)
+
+    def join(self) -> None:
+        for t in self.threads:
+            t.join(30)
+
+
+def test_gateway_sigkilled_during_writes_and_index_build(tmp_path: Path, up: UpstreamServer):
+    data_dir = tmp_path / "var"
+    config = {"data_dir": str(data_dir), "backends": [backend(up)], "tiers": {"gpu": {"enabled": False}},
+              "cache": {"enabled": True, "budget": NO_SAMPLING}}
+    gw = GatewayProcess(config, tmp_path).start()
+    try:
+        assert wait_job(gw.url, start_build(gw.url, "kept", SMALL))["state"] == "done"
+        kept_hits = search(gw.url, "kept", "the highest mountain").json()["data"]
+        writers = Writers(gw.url, first=0)
+        wait_until(lambda: len(writers.acknowledged) >= 20, 120, "acknowledged cache writes")
+        half = start_build(gw.url, "half", BIG)  # the writers go on while it runs
+        wait_until(lambda: job(gw.url, half)["done"] >= 256, 120, "the build to be half way")
+        assert job(gw.url, half)["state"] == "running"
+        assert remove_leftovers(load_settings(data_dir=data_dir)) == []  # a live build's folder stays
+        gw.kill()  # mid-build, with cache writes in flight
+        writers.join()
+    finally:
+        gw.kill()
+
+    gw = gw.restarted()
+    try:
+        with httpx.Client() as client:
+            calls = up.requests
+            for text, answer in writers.acknowledged.items():  # every acknowledged entry is a hit
+                r = ask(client, gw.url, text)
+                assert (r.status_code, r.headers["x-tiergate-cache"], content(r)) == (200, "exact", answer), text
+            assert up.requests == calls
+            for text in writers.sent:  # whatever was in flight: served right, or asked again
+                r = ask(client, gw.url, text)
+                assert r.status_code == 200 and content(r) == expected(text)
+
+        # The half-built index was never published: it does not exist, and its name is free.
+        assert httpx.get(f"{gw.url}/v1/indexes/half").status_code == 404
+        assert search(gw.url, "half", "passage").status_code == 404
+        assert [i["name"] for i in httpx.get(f"{gw.url}/v1/indexes").json()["data"]] == ["kept"]
+        assert search(gw.url, "kept", "the highest mountain").json()["data"] == kept_hits
+        assert hidden_leftovers(data_dir) == []  # the dead build's staging folder was cleaned up
+        assert wait_job(gw.url, start_build(gw.url, "half", SMALL))["state"] == "done"
+        assert search(gw.url, "half", "who created Python").json()["data"][0]["id"] == "python"
+    finally:
+        gw.kill()
