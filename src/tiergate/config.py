@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict, YamlConfigSettingsSource
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError, YamlConfigSettingsSource
 
 from tiergate.cache.config import CacheConfig
 from tiergate.errors import ConfigError
@@ -161,7 +161,7 @@ class Settings(BaseSettings):
         path = init_settings.init_kwargs.get("config_file") or os.environ.get("TIERGATE_CONFIG")
         sources: list[Any] = [init_settings, env_settings]
         if path:
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path, yaml_file_encoding="utf-8"))
         return tuple(sources)
 
     # Derived locations, all under data_dir.
@@ -190,15 +190,21 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
             raise ConfigError(f"config file not found: {path}")
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {path} is not UTF-8 text: {exc}") from exc
+        except (yaml.YAMLError, RecursionError) as exc:  # nesting too deep to parse is not valid YAML here
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        if loaded is not None and (bad := [k for k in loaded if not isinstance(k, str)]):
+            raise ConfigError(f"config file {path}: top-level keys must be names, got {bad[0]!r}")
         overrides["config_file"] = path
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path)) from exc
+    except SettingsError as exc:  # a TIERGATE_* value that is not the JSON a list or mapping needs
+        raise ConfigError(f"invalid configuration: {exc} (lists and mappings in the environment are JSON)") from exc
     return settings
 
 
