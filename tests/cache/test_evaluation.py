@@ -19,8 +19,7 @@ def _rows(name: str) -> list[dict]:
     return [json.loads(line) for line in (DATA / name).read_text().splitlines() if line.strip()]
 
 
-@pytest.fixture(scope="module")
-def outcome(embedder, lexicon) -> dict[str, float]:
+def _evaluate(embedder, lexicon, name: str) -> dict[str, float]:
     from prometheus_client import CollectorRegistry
 
     from tiergate.cache.entries import MemoryEntryStore
@@ -30,7 +29,7 @@ def outcome(embedder, lexicon) -> dict[str, float]:
     for c in cfg.categories:
         c.target_false_hit_rate = None  # the shipped thresholds, no sampling
     cache = SemanticCache(cfg, embedder, MemoryEntryStore(), lexicon=lexicon, registry=CollectorRegistry())
-    rows = _rows("pairs.jsonl")
+    rows = _rows(name)
     ids = {}
     for r in rows:
         if r["a"] not in ids:
@@ -51,6 +50,11 @@ def outcome(embedder, lexicon) -> dict[str, float]:
             "n": len(rows)}
 
 
+@pytest.fixture(scope="module")
+def outcome(embedder, lexicon) -> dict[str, float]:
+    return _evaluate(embedder, lexicon, "pairs.jsonl")
+
+
 def test_evaluation_set_is_large_enough() -> None:
     rows = _rows("pairs.jsonl")
     kinds = {r["kind"] for r in rows}
@@ -65,11 +69,19 @@ def test_traps_served_at_most_2_percent(outcome) -> None:
 
 
 def test_paraphrases_served_regression_floor(outcome) -> None:
-    # What the shipped defaults reach today; the target below is not met yet.
-    assert outcome["paraphrases"] >= 0.55
+    # What the shipped defaults reach today (74.9%); the target below is one pair short.
+    assert outcome["paraphrases"] >= 0.72
 
 
-@pytest.mark.xfail(reason="target: 75% of paraphrases served; the shipped defaults serve about 60%", strict=False)
+@pytest.mark.parametrize("name", ["heldout.jsonl", "heldout2.jsonl"])
+def test_held_out_traps_served_at_most_2_percent(embedder, lexicon, name: str) -> None:
+    # Pairs the guard's rules were not written against (see the data README).
+    result = _evaluate(embedder, lexicon, name)
+    assert result["wrong"] <= 0.02
+    assert result["paraphrases"] >= 0.5
+
+
+@pytest.mark.xfail(reason="target: 75% of paraphrases served; the shipped defaults serve 74.9%", strict=False)
 def test_paraphrases_served_target(outcome) -> None:
     assert outcome["paraphrases"] >= 0.75
 

@@ -56,6 +56,58 @@ def test_traps_are_refused(guard: Guard, kind: str, a: str, b: str) -> None:
     assert guard.check(b, a) is not None, kind
 
 
+@pytest.mark.parametrize("a, b", [
+    # "now" on one side only: a question is read as of now anyway
+    ("What's the weather in Oslo right now?", "What's the weather in Oslo?"),
+    # a universal quantifier on one side only
+    ("How do I print the environment variables in bash?", "How do I display all environment variables in bash?"),
+    # an abbreviation stands for graded and scope words ("greatest", "least", "multiple")
+    ("What is the greatest common divisor of 12 and 18?", "What's the GCD of 12 and 18?"),
+    ("What is the least common multiple of 8 and 12?", "What's the LCM of 8 and 12?"),
+    # irregular verb forms and derived words (WordNet derivation links)
+    ("Who wrote War and Peace?", "Who is the author of War and Peace?"),
+    # a verb's particle is not a qualifier ("torn down")
+    ("When did they tear down the old bridge?", "When did they demolish the old bridge?"),
+    # words that frame the request
+    ("What's the command to exit vim?", "How do I exit vim?"),
+    ("Give me tips for learning chess", "How do I learn chess?"),
+    # currency codes are units, not names
+    ("USD to EUR exchange rate today", "dollar to euro exchange rate today"),
+    # a clipped form ("int" / "integer")
+    ("How do I convert a string to an int in Java?", "How do I convert a string to an integer in Java?"),
+])
+def test_paraphrases_pass_new_rules(guard: Guard, a: str, b: str) -> None:
+    assert guard.check(a, b) is None
+    assert guard.check(b, a) is None
+
+
+@pytest.mark.parametrize("kind, a, b", [
+    # one modifier of the same word swapped for another
+    ("substitution", "What is the melting point of lead?", "What is the boiling point of lead?"),
+    # one quality swapped for another (adjectives that are not antonyms in WordNet)
+    ("substitution", "How do I delete a local tag in git?", "How do I delete a remote tag in git?"),
+    # one head of the same modifier swapped for another
+    ("substitution", "Are there flight delays at Heathrow now?", "Are there flight cancellations at Heathrow now?"),
+    # a word used as a noun ("a list") swapped for another, though it is also a verb
+    ("substitution", "How do I get the size of a string in Go?", "How do I get the size of a list in Go?"),
+    # antonymy between senses, not only between the two words WordNet pairs
+    ("antonym", "Help me write an email declining a job offer", "Help me write an email accepting a job offer"),
+    # a one-sided "now" does not hide a real date difference
+    ("date", "What's the weather in Oslo right now?", "What was the weather in Oslo yesterday?"),
+    # a name added is still a name added, whatever the universal quantifier rule lets through
+    ("entity", "How do I list all tables?", "How do I list all tables in PostgreSQL?"),
+])
+def test_traps_are_refused_new_rules(guard: Guard, kind: str, a: str, b: str) -> None:
+    assert guard.check(a, b) is not None, kind
+    assert guard.check(b, a) is not None, kind
+
+
+def test_short_weekday_needs_a_date_context(guard: Guard) -> None:
+    assert guard.check("How long does light from the Sun take to reach Mars?",
+                       "How long does light from the sun take to reach Mars?") is None
+    assert guard.check("Is the museum open on Sat?", "Is the museum open on Sun?") == "date"
+
+
 def test_identical_texts_pass(guard: Guard) -> None:
     assert guard.check("Anything at all 42", "Anything at all 42") is None
 

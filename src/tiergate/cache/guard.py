@@ -46,6 +46,19 @@ SCOPE = frozenset({
     "mostly", "partly", "partially", "fully", "completely", "recursively", "individually", "together",
     "separately", "first", "last", "minimum", "maximum", "min", "max",
 })
+DETERMINERS = frozenset({"a", "an", "the", "my", "your", "his", "her", "its", "our", "their", "this", "that",
+                         "these", "those", "some", "any", "each", "every", "no"})
+# Words that frame a request rather than say what it is about ("the command to ...", "tips for ...").
+FRAMES = frozenset({"command", "commands", "tip", "tips", "idea", "ideas", "step", "steps", "advice", "suggestion",
+                    "suggestions", "instruction", "instructions", "method", "methods", "approach", "option", "options"})
+GRADE_WORDS = frozenset({"more", "most", "less", "least", "fewer", "fewest"})
+# Before a verb form, these say it is used as a verb ("penguins live in", "I want to stay").
+VERB_CUES = frozenset({"i", "you", "we", "they", "he", "she", "it", "do", "does", "did", "can", "could", "will",
+                       "would", "should", "must", "may", "might", "to"})
+AUXILIARIES = frozenset({"is", "are", "was", "were", "be", "been", "being", "has", "have", "had", "get", "got"})
+PARTICLES = frozenset({"up", "down", "out", "off", "away", "back"})
+# Universal quantifiers: on one side only, they say what the other side means anyway.
+UNIVERSAL = frozenset({"all", "every", "each", "entire", "whole", "total", "fully", "completely"})
 # Closed-class opposites that WordNet does not list as antonyms.
 OPPOSITES = [
     ("before", "after"), ("above", "below"), ("over", "under"), ("up", "down"), ("in", "out"),
@@ -213,6 +226,13 @@ class Features:
     tokens: set[str] = field(default_factory=set)  # lemmas of words, and numbers as written
     governed: set[str] = field(default_factory=set)  # content lemmas right after a preposition
     forms: dict[str, set[str]] = field(default_factory=dict)  # lemma -> the forms it came from
+    weak: set[str] = field(default_factory=set)  # entities written as a common or unknown lower-case word
+    attributive: set[str] = field(default_factory=set)  # content lemmas right before another content word
+    modifies: dict[str, str] = field(default_factory=dict)  # attributive lemma -> the word after it
+    compound: dict[str, str] = field(default_factory=dict)  # content noun -> the noun right before it
+    after_noun: dict[str, str] = field(default_factory=dict)  # content lemma -> the noun right before it
+    noun_uses: set[str] = field(default_factory=set)  # content lemmas right after a determiner or preposition
+    verb_uses: set[str] = field(default_factory=set)  # content lemmas written as an inflected verb
 
 
 class Guard:
@@ -235,6 +255,8 @@ class Guard:
         """A light lemmatiser: the first known base form (plural, -ing, -ed, -er, -est)."""
         if w in IRREGULAR_GRADE:
             return IRREGULAR_GRADE[w][0]
+        if w in self.lex.irregular and w not in self.lex.words:
+            return self.lex.irregular[w]  # wrote -> write (but "left", "found" are words too: see _features)
         known = self.lex.words
         for suffix, repl in (("ies", "y"), ("ied", "y"), ("iest", "y"), ("ier", "y"), ("s", ""), ("es", ""),
                              ("ing", ""), ("ing", "e"), ("ed", ""), ("ed", "e"), ("est", ""), ("est", "e"),
@@ -253,6 +275,17 @@ class Guard:
     def _comparative_form(self, w: str) -> bool:
         """-er/-est words that WordNet lists as nouns or verbs ("number", "leader") are not grades."""
         return w not in self.lex.words or w in self.lex.adjectives
+
+    def _gradable_word(self, w: str) -> bool:
+        return w in self.lex.adjectives and w not in self.lex.nouns and w not in ("much", "many")
+
+    def _base_adjective(self, w: str) -> str:
+        """"quickly" -> "quick": the adjective an adverb is made from, when there is one."""
+        for suffix, repl in (("ily", "y"), ("ally", "al"), ("ly", "")):
+            base = w[: -len(suffix)] + repl if w.endswith(suffix) else ""
+            if base and base in self.lex.adjectives:
+                return base
+        return w
 
     def _gradable(self, base: str) -> bool:
         return base in self.lex.adjectives and bool(self.lex.antonyms.get(base))
@@ -359,7 +392,7 @@ class Guard:
                 f.numbers[f"ord:{ORDINALS[w]}"] += 1
             if w in MONTHS and (w != "may" or tok.raw[0] == "M") and (len(w) > 3 or tok.raw[0].isupper()):
                 f.dates[f"month:{MONTHS[w]}"] += 1
-            elif w in WEEKDAYS:
+            elif w in WEEKDAYS and (len(w) > 3 or _dated_context(toks, i)):
                 f.dates[WEEKDAYS[w]] += 1
             elif w in NOW:
                 f.dates["now"] = 1
@@ -373,11 +406,16 @@ class Guard:
             counted = len(w) > 2 or tok.raw in "$€£¥₹%" or _after_number(toks, i)
             if unit in PERIODS and not _quantified(toks, i):
                 unit = None  # "what year did ..." asks when; "how many days", "3 weeks", "week-long" measure
+            if unit == "degree" and any(t.text in ("celsius", "fahrenheit", "kelvin", "centigrade", "°c", "°f")
+                                        for t in toks):
+                unit = None  # "degrees Celsius" = "Celsius"
             if unit and counted:
                 f.units[unit] += 1
             if w in SCOPE:
                 f.scope[w] += 1
             g = self.grade(w) if w not in STOPWORDS else None
+            if w in ("more", "most", "less", "least") and i + 1 < n and self._gradable_word(toks[i + 1].text):
+                g = (self._base_adjective(toks[i + 1].text), IRREGULAR_GRADE[w][1])
             if g is not None and g[1] == "sup" and i + 1 < n and toks[i + 1].text in MANNER:
                 g = None  # "the fastest way to ...": a request for a method, not a comparison
             if g is not None:
@@ -391,16 +429,43 @@ class Guard:
                 nxt = next((t for t in toks[i + 1:] if t.text not in STOPWORDS), None)
                 if nxt is not None:
                     f.roles.add((DIRECTIONAL[w], self.lemma(nxt.text) if nxt.text.isalpha() else nxt.text))
-            if tok.raw[0].isalpha() and self._entity_like(tok, mostly_capitalised):
-                f.entities.add(self.lemma(w) if w.isalpha() else w)
+            if tok.raw[0].isalpha() and not (len(w) > 1 and w in _UNITS) and self._entity_like(tok, mostly_capitalised):
+                name = self.lemma(w) if w.isalpha() else w
+                f.entities.add(name)
+                if tok.raw.islower() and w.isalpha() and (w in self.lex.words or not self._known(w)):
+                    f.weak.add(name)  # "python", "factor", "dedupe": a name or a plain word
             f.tokens.add(self.lemma(w) if w.isalpha() else w)
             if w.isalpha():
                 lem = self.lemma(w)
+                if w in self.lex.irregular and i > 0 and toks[i - 1].text in AUXILIARIES:
+                    lem = self.lex.irregular[w]  # "was torn", "has made": the verb, not the adjective
                 f.words.add(lem)
                 f.forms.setdefault(lem, set()).add(w)
-                temporal = w in NOW or w in RELATIVE_TIME or w in MONTHS or w in WEEKDAYS
-                if w not in STOPWORDS and not unit and not temporal and w not in NUMBER_WORDS and w not in ORDINALS:
+                temporal = w in NOW or w in RELATIVE_TIME or w in MONTHS or w in WEEKDAYS or (
+                    w == "right" and i + 1 < n and toks[i + 1].text == "now")
+                # A verb's particle is part of the verb ("torn down", "find out", "add up").
+                particle = w in PARTICLES and i > 0 and (
+                    self.lemma(toks[i - 1].text) in self.lex.verbs or toks[i - 1].text in self.lex.irregular)
+                measure = w == "long" and i > 0 and self.lemma(toks[i - 1].text) in PERIODS  # "week-long"
+                if (w not in STOPWORDS and w not in FRAMES and not unit and not temporal and not particle
+                        and not measure and w not in NUMBER_WORDS and w not in ORDINALS and w not in OPERATORS
+                        and w not in GRADE_WORDS):
                     f.content.add(lem)
+                    if i + 1 < n and toks[i + 1].text.isalpha() and toks[i + 1].text not in STOPWORDS:
+                        f.attributive.add(lem)
+                        f.modifies[lem] = self.lemma(toks[i + 1].text)
+                    prev = self.lemma(toks[i - 1].text) if i > 0 else ""
+                    if prev in DETERMINERS or prev in RESTRICTIVE:
+                        f.noun_uses.add(lem)
+                    if prev in self.lex.nouns and prev not in STOPWORDS:
+                        f.after_noun[lem] = prev
+                        if lem in self.lex.nouns:
+                            f.compound[lem] = prev
+                    before = toks[i - 1].text if i > 0 else ""
+                    if lem != self.lemma(w) or (lem in self.lex.verbs and (
+                            (w != lem and w.endswith(("s", "ed", "ing"))) or before in VERB_CUES
+                            or (before.endswith("s") and self.lemma(before) != before and before not in STOPWORDS))):
+                        f.verb_uses.add(lem)
             i += 1
         return f
 
@@ -455,17 +520,23 @@ class Guard:
             return "negation"
         if fa.numbers != fb.numbers or fa.operators != fb.operators:
             return "number"
-        if fa.dates != fb.dates:
+        if _dated(fa) != _dated(fb):
             return "date"
         if fa.units != fb.units:
             return "unit"
+        # Words one side abbreviates are accounted for ("gcd" / "greatest common divisor").
+        cover_a = {self.lemma(w) for e in fb.entities for w in _expansion(e, a)}
+        cover_a |= {w for e in fb.entities for w in _expansion(e, a)}
+        cover_b = {self.lemma(w) for e in fa.entities for w in _expansion(e, b)}
+        cover_b |= {w for e in fa.entities for w in _expansion(e, b)}
         # An entity on one side may be a plain word on the other ("String" / "string").
         ea = {e for e in fa.entities - fb.entities if e not in fb.tokens and not _abbreviates(e, b)}
         eb = {e for e in fb.entities - fa.entities if e not in fa.tokens and not _abbreviates(e, a)}
-        # Names inside an expanded abbreviation are accounted for ("Java" in "Java virtual machine").
-        ea -= {w for e in fb.entities for w in _expansion(e, a)}
-        eb -= {w for e in fa.entities for w in _expansion(e, b)}
-        if ea or eb:
+        ea = {e for e in ea if not set(e.split()) <= cover_a}
+        eb = {e for e in eb if not set(e.split()) <= cover_b}
+        # A name swapped for another is a different question; so is a name added or dropped,
+        # unless it is written like a plain word ("dedupe", "factor"): that is compared below.
+        if (ea and eb) or (ea - fa.weak) or (eb - fb.weak):
             return "entity"
         only_a, only_b = fa.words - fb.words, fb.words - fa.words
         forms_a = {w for lem in only_a for w in fa.forms[lem]} | only_a
@@ -474,50 +545,100 @@ class Guard:
         vb = {v for y in forms_b for v in self._variants(y)}
         if any(self.opposite(x, y) for x in va for y in vb):
             return "antonym"
-        if fa.grades != fb.grades:
+        ga = {g for g in fa.grade_bases if not (fa.forms.get(g, {g}) & cover_a)}
+        gb = {g for g in fb.grade_bases if not (fb.forms.get(g, {g}) & cover_b)}
+        if sum(fa.grades.values()) - (len(fa.grade_bases) - len(ga)) != sum(fb.grades.values()) - (
+                len(fb.grade_bases) - len(gb)) or (fa.grades.keys() != fb.grades.keys() and ga and gb):
             return "comparative"
-        for x in fa.grade_bases ^ fb.grade_bases:  # "tallest" vs "oldest"; "largest" = "biggest"
-            others = fb.grade_bases if x in fa.grade_bases else fa.grade_bases
-            if not any(self.lex.are_synonyms(x, y) for y in others):
+        for x in ga ^ gb:  # "tallest" vs "oldest"; "largest" = "biggest"
+            others = gb if x in ga else ga
+            if not any(self._related(x, y, fa, fb) for y in others):
                 return "comparative"
-        if fa.scope != fb.scope:
+        if self._scope_differs(fa, fb, cover_a, cover_b):
             return "scope"
         if _roles_differ(fa, fb):
             return "direction"
-        ca, cb = fa.content - fb.content, fb.content - fa.content
-        extra = ca or cb
+        abbr_a = {e for e in fa.entities if _expansion(e, b)}  # an abbreviation and what it stands for
+        abbr_b = {e for e in fb.entities if _expansion(e, a)}
+        ca = self._unmatched(fa, fb, fa.content - fb.content - cover_a - abbr_a, fb.content - fa.content - cover_b)
+        cb = self._unmatched(fb, fa, fb.content - fa.content - cover_b - abbr_b, fa.content - fb.content - cover_a)
         if bool(ca) != bool(cb):
-            fx = fa if ca else fb
-            if any(self._qualifier(w) for w in extra):
+            fx, extra = (fa, ca) if ca else (fb, cb)
+            if any(self._qualifier(w, fx) for w in extra):
                 return "scope"  # one question is the other plus a qualifier ("rename a remote branch")
             if any(w in fx.governed for w in extra):
                 return "scope"  # ... or plus a prepositional restriction ("ideas for kids")
-        if len(ca) == 1 and len(cb) == 1:
-            x, y = next(iter(ca)), next(iter(cb))
-            if self._noun(x) and self._noun(y) and not self._similar_words(x, y, fa, fb):
-                return "substitution"  # one word swapped for a non-synonym ("time" vs "space")
+            for w in extra:  # ... or a noun that makes a compound with a shared one ("time zone"),
+                head = fx.compound.get(w)  # unless it names what the other already is ("capital city")
+                if head in fa.content and head in fb.content and not self._related(head, w, fx, fx):
+                    return "scope"
+        raw_a, raw_b = fa.content - fb.content, fb.content - fa.content
+        if len(raw_a) == 1 and len(raw_b) == 1 and ca and cb:
+            x, y = next(iter(raw_a)), next(iter(raw_b))
+            if (self._noun(x) or x in fa.noun_uses) and (self._noun(y) or y in fb.noun_uses):
+                return "substitution"  # one thing swapped for another ("time" / "space", "a string" / "a list")
+            if self._adjective(x) and self._adjective(y):
+                return "substitution"  # one quality for another ("local" / "remote")
+            if x in fa.modifies and fa.modifies[x] == fb.modifies.get(y):
+                return "substitution"  # one modifier of the same word for another ("melting" / "boiling" point)
+            if x in fa.after_noun and fa.after_noun[x] == fb.after_noun.get(y):
+                return "substitution"  # one head of the same modifier for another ("flight delays" / "cancellations")
         return None
+
+    def _unmatched(self, fx: Features, fy: Features, mine: set[str], theirs: set[str]) -> set[str]:
+        """The content words of one side that no word of the other side's difference matches
+        (a synonym, a related sense, a broader or narrower word, the same stem)."""
+        return {x for x in mine if not any(self._related(x, y, fx, fy) for y in theirs)}
+
+    def _scope_differs(self, fa: Features, fb: Features, cover_a: set[str], cover_b: set[str]) -> bool:
+        """Quantifiers and restrictors that differ. A universal one on one side only ("show all
+        installed packages") is how the other reads anyway; one matched by a related word on the
+        other side ("average" / "mean") or inside an abbreviation is accounted for."""
+        sa, sb = fa.scope - fb.scope, fb.scope - fa.scope
+        left = []
+        for diff, fx, fy, cover, other in ((sa, fa, fb, cover_a, sb), (sb, fb, fa, cover_b, sa)):
+            for w in diff:
+                if w in cover or (w in UNIVERSAL and not other):
+                    continue
+                if any(self._related(w, y, fx, fy) for y in fy.words - fx.words):
+                    continue
+                left.append(w)
+        return bool(left)
 
     def _noun(self, lemma: str) -> bool:
         """Swapping one noun for another names a different thing ("time" / "space"); swapping
-        verbs or adjectives is how people paraphrase ("read" / "open"). Unknown words count
-        as nouns."""
+        verbs is how people paraphrase ("read" / "open"). Unknown words count as nouns."""
         return lemma in self.lex.nouns or not self.lex.known(lemma)
 
-    def _qualifier(self, lemma: str) -> bool:
-        """A word that narrows a question: a polar adjective or adverb ("remote", "descending")."""
-        if lemma.endswith(("ed", "ing")) or lemma in self.lex.nouns:
+    def _adjective(self, lemma: str) -> bool:
+        """An adjective or adverb and nothing else ("local", "remote", "bright")."""
+        return lemma in self.lex.adjectives and lemma not in self.lex.verbs and lemma not in self.lex.nouns
+
+    def _qualifier(self, lemma: str, f: Features) -> bool:
+        """A word that narrows a question: a polar adjective or adverb ("remote", "descending"),
+        not a verb ("penguins live in", "15% equals") nor an adverb of manner ("regularly")."""
+        if lemma.endswith(("ed", "ing")) or lemma in self.lex.nouns or lemma in f.verb_uses:
+            return False
+        if lemma.endswith("ly") and lemma not in f.attributive:
             return False
         return lemma in self.lex.adjectives and bool(self.lex.antonyms.get(lemma))
 
-    def _similar_words(self, x: str, y: str, fa: Features, fb: Features) -> bool:
+    def _related(self, x: str, y: str, fa: Features, fb: Features) -> bool:
         forms_x = fa.forms.get(x, set()) | {x}
         forms_y = fb.forms.get(y, set()) | {y}
-        if any(self.lex.are_synonyms(a, b) for a in forms_x for b in forms_y):
+        bases_x = forms_x | {self.lex.irregular.get(w, w) for w in forms_x}
+        bases_y = forms_y | {self.lex.irregular.get(w, w) for w in forms_y}
+        if bases_x & bases_y:
+            return True
+        if any(self.lex.are_related(a, b) or self.lex.is_a(a, b) for a in bases_x for b in bases_y):
             return True
         # Same stem ("recommendation" / "recommend"): a change of word class, not of meaning.
         stem = min(len(x), len(y))
-        return stem >= 5 and x[:stem - 2] == y[:stem - 2]
+        if stem >= 5 and x[:stem - 2] == y[:stem - 2]:
+            return True
+        # A clipped form that is not a word of its own ("int" / "integer", "repo" / "repository").
+        short, long = sorted((x, y), key=len)
+        return len(short) >= 3 and long.startswith(short) and not self.lex.known(short)
 
 
 def _abbreviates(short: str, text: str) -> bool:
@@ -561,6 +682,20 @@ def _roles_differ(fa: Features, fb: Features) -> bool:
         if w in shared:
             by_b.setdefault(p, set()).add(w)
     return any(by_a[p].isdisjoint(by_b[p]) for p in by_a.keys() & by_b.keys())
+
+
+def _dated(f: Features) -> Counter:
+    """Time references other than "now": a question is read as of now anyway ("the current
+    time in Tokyo" = "the time in Tokyo"), so "now" alone does not make two questions differ."""
+    return Counter({k: v for k, v in f.dates.items() if k != "now"})
+
+
+def _dated_context(toks: list[Token], i: int) -> bool:
+    """A short weekday ("Sun", "Sat") names a day only next to a date or a day word ("on Sat",
+    "Sat 3 May"); else it is the sun, or a verb."""
+    prev = toks[i - 1].text if i > 0 else ""
+    nxt = toks[i + 1].text if i + 1 < len(toks) else ""
+    return prev in ("on", "next", "last", "this", "every") or nxt[:1].isdigit() or nxt in MONTHS
 
 
 def _num(value: str) -> str:
