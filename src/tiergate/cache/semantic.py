@@ -30,10 +30,12 @@ import orjson
 from prometheus_client import CollectorRegistry
 
 from tiergate.cache.ann import AnnIndex
+from tiergate.cache.batcher import LookupBatcher
 from tiergate.cache.budget import ThresholdController
 from tiergate.cache.categories import CategoryClassifier, Classification, Encoder
 from tiergate.cache.compare import AnswerComparator, Verdict
 from tiergate.cache.config import CacheConfig, CategoryConfig
+from tiergate.cache.encoder import query_encoder
 from tiergate.cache.entries import Entry, EntryStore, decode_meta, encode_meta, tenant_namespace
 from tiergate.cache.guard import Guard
 from tiergate.cache.invalidation import Invalidator
@@ -120,8 +122,11 @@ class SemanticCache:
         self.clock = clock
         self.rng = rng or random.Random()
         self.guard = Guard(lexicon or Lexicon.load(), tokenizer_words(embedder))
-        self.classifier = CategoryClassifier(config, embedder)
-        self.comparator = AnswerComparator(embedder, min_similarity=config.budget.answer_similarity)
+        # Queries are embedded on the encoder's fast path (same vectors as the embedder's).
+        self.encoder = query_encoder(embedder)
+        self.classifier = CategoryClassifier(config, self.encoder)
+        self.comparator = AnswerComparator(self.encoder, min_similarity=config.budget.answer_similarity)
+        self.batcher = LookupBatcher(self)
         self.metrics = CacheMetrics(registry) if registry is not None else None
         self._lock = threading.RLock()
         self._entries: dict[int, Entry] = {}
@@ -142,6 +147,7 @@ class SemanticCache:
         self.invalidator = Invalidator(url, config.channel, self._on_message) if url else None
 
     def close(self) -> None:
+        self.batcher.close()
         if self.invalidator is not None:
             self.invalidator.close()
 
@@ -170,7 +176,7 @@ class SemanticCache:
                 continue
             if view.semantic_ok and len(view.query) <= self.config.max_query_chars:
                 queries[i] = view.query
-        vectors = dict(zip(queries, self.embedder.encode(list(queries.values())), strict=True)) if queries else {}
+        vectors = dict(zip(queries, self.encoder.encode(list(queries.values())), strict=True)) if queries else {}
         out = []
         for i, (tenant, model, request, hint) in enumerate(items):
             try:
@@ -216,7 +222,7 @@ class SemanticCache:
             cat = category or self.config.default_category
             return Lookup("miss", cat, reason="exact only", view=view)
         if vector is None:
-            vector = self.embedder.encode([view.query])[0]
+            vector = self.encoder.encode([view.query])[0]
         cls = self.classifier.classify(vector, category)
         cat_cfg = self._cat(cls.category)
         base = Lookup("miss", cls.category, view=view, vector=vector, classification=cls)
@@ -297,7 +303,7 @@ class SemanticCache:
         theirs = list(meta.get("history", []))
         if len(theirs) != len(view.history) or meta.get("history_shape") != _shape_digest(view):
             return False
-        vecs = self.embedder.encode(list(view.history) + theirs)
+        vecs = self.encoder.encode(list(view.history) + theirs)
         n = len(theirs)
         for i in range(n):
             if float(vecs[i] @ vecs[n + i]) < self.config.context_threshold:
@@ -337,7 +343,7 @@ class SemanticCache:
         payload = response_payload if isinstance(response_payload, bytes) else orjson.dumps(response_payload)
         vector = lookup.vector if lookup is not None else None
         if vector is None and view.semantic_ok:
-            vector = self.embedder.encode([view.query])[0]
+            vector = self.encoder.encode([view.query])[0]
         if category is not None:
             cat_name = self.classifier.resolve(category)
         elif lookup is not None and lookup.category is not None:

@@ -1,0 +1,83 @@
+"""Group concurrent cache lookups into one batched embedding pass.
+
+Embedding one short query costs about as much as embedding sixteen (the forward pass is bound by
+reading the weights, not by the tokens), so lookups that arrive together should be embedded
+together. `LookupBatcher.lookup` is awaited from the event loop; one worker thread runs
+`SemanticCache.lookup_many` on everything that queued while the previous batch ran. There is no
+timer: a lone request starts at once, and batches grow only under concurrent load.
+
+    lookup = await cache.batcher.lookup(tenant, model, request, category_hint)
+
+Blocking work stays off the event loop; the queue is bounded (`max_waiting`), and a full queue
+raises `OverloadedError` (the service answers 429).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from tiergate.errors import OverloadedError
+
+if TYPE_CHECKING:
+    from tiergate.cache.semantic import Lookup, SemanticCache
+
+Item = tuple[str, str, dict[str, Any], str | None]
+
+
+class LookupBatcher:
+    def __init__(self, cache: SemanticCache, *, max_batch: int = 32, max_waiting: int = 1024) -> None:
+        self.cache = cache
+        self.max_batch = max_batch
+        self.max_waiting = max_waiting
+        self._pending: list[tuple[Item, asyncio.Future[Lookup]]] = []
+        self._running = False
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self.batches = 0  # how many batches ran, and how many lookups they held: batching at work
+        self.batched = 0
+
+    async def lookup(self, tenant: str, model: str, request: dict[str, Any],
+                     category_hint: str | None = None) -> Lookup:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Lookup] = loop.create_future()
+        with self._lock:
+            if len(self._pending) >= self.max_waiting:
+                raise OverloadedError("too many cache lookups waiting", retry_after=1.0)
+            self._pending.append(((tenant, model, request, category_hint), future))
+            start = not self._running
+            self._running = True
+        if start:
+            self._next(loop)
+        return await future
+
+    def _next(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch:]
+            if not batch:
+                self._running = False
+                return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="cache-batch")
+        done = loop.run_in_executor(self._pool, self.cache.lookup_many, [item for item, _ in batch])
+        done.add_done_callback(lambda f: self._settle(loop, batch, f))
+
+    def _settle(self, loop: asyncio.AbstractEventLoop, batch: list[tuple[Item, asyncio.Future[Lookup]]],
+                done: asyncio.Future[list[Lookup]]) -> None:
+        self.batches += 1
+        self.batched += len(batch)
+        error = done.exception()
+        for i, (_, future) in enumerate(batch):
+            if future.done():  # the caller went away
+                continue
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(done.result()[i])
+        self._next(loop)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)

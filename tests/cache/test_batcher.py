@@ -1,0 +1,93 @@
+"""The cache's fast query encoder and the micro-batcher that groups concurrent lookups."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from tiergate.cache.encoder import QueryEncoder
+from tiergate.errors import OverloadedError
+
+from .conftest import answer, chat
+
+QUESTIONS = ["How do I reverse a list in Python?", "What is the capital of France?", "python string length",
+             "Write a short poem about autumn", "How tall is Mount Everest?", "bitcoin price now"]
+
+
+def test_query_encoder_matches_the_embedder(embedder) -> None:
+    enc = QueryEncoder(embedder)
+    assert enc.mode in ("bf16", "direct")  # the fast path is in use for the packaged model
+    texts = [*QUESTIONS, "a much longer question " * 20]
+    mine, theirs = enc.encode(texts, batch_size=4), embedder.encode(texts)
+    assert mine.shape == theirs.shape and mine.dtype == np.float32
+    assert np.min(np.sum(mine * theirs, axis=1)) > 0.999
+    assert np.allclose(np.linalg.norm(mine, axis=1), 1.0, atol=1e-4)
+
+
+def test_query_encoder_falls_back_for_an_unknown_encoder() -> None:
+    class Plain:
+        dim = 3
+
+        def encode(self, texts, batch_size=64):
+            return np.ones((len(texts), 3), dtype=np.float32) / np.sqrt(3)
+
+    enc = QueryEncoder(Plain())
+    assert enc.mode == "embedder"
+    assert enc.encode(["x", "y"]).shape == (2, 3)
+
+
+def test_concurrent_lookups_are_batched_and_answer_like_single_ones(make_cache) -> None:
+    cache = make_cache()
+    for q in QUESTIONS:
+        cache.insert("t", "m", chat(q), answer(q))
+    probes = ["What's the way to reverse a Python list?", "What is the capital of Spain?",
+              "How high is Mount Everest?", "Write a brief poem about autumn"] * 5
+    single = [cache.lookup("t", "m", chat(q)) for q in probes]
+
+    async def many():
+        return await asyncio.gather(*[cache.batcher.lookup("t", "m", chat(q)) for q in probes])
+
+    batched = asyncio.run(many())
+    assert [(x.outcome, x.entry_id) for x in batched] == [(x.outcome, x.entry_id) for x in single]
+    assert any(x.outcome == "semantic" for x in batched)
+    assert cache.batcher.batched == len(probes)
+    assert cache.batcher.batches < len(probes) // 2  # grouped, not one embedding pass each
+
+
+def test_batcher_queue_is_bounded(make_cache) -> None:
+    cache = make_cache()
+    cache.batcher.max_waiting = 2
+
+    async def many():
+        return await asyncio.gather(*[cache.batcher.lookup("t", "m", chat(q)) for q in QUESTIONS],
+                                    return_exceptions=True)
+
+    results = asyncio.run(many())
+    assert any(isinstance(r, OverloadedError) for r in results)
+    assert any(not isinstance(r, BaseException) for r in results)
+
+
+def test_batcher_passes_errors_to_every_caller(make_cache, monkeypatch) -> None:
+    cache = make_cache()
+
+    def broken(items):
+        raise RuntimeError("store down")
+
+    monkeypatch.setattr(cache, "lookup_many", broken)  # a store failure cannot be caused on demand
+
+    async def many():
+        return await asyncio.gather(*[cache.batcher.lookup("t", "m", chat(q)) for q in QUESTIONS[:3]],
+                                    return_exceptions=True)
+
+    assert all(isinstance(r, RuntimeError) for r in asyncio.run(many()))
+
+
+@pytest.mark.parametrize("hint", ["code", None])
+def test_batcher_keeps_the_category_hint(make_cache, hint) -> None:
+    cache = make_cache()
+    result = asyncio.run(cache.batcher.lookup("t", "m", chat("How do I sort a list?"), hint))
+    assert result.outcome == "miss"
+    if hint:
+        assert result.category == hint
