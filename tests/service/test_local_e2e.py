@@ -160,3 +160,26 @@ def test_documents_reuse_chunk_kv_in_any_order(gateway):
     off = ask([DOC_B, DOC_A], "Who built the Colosseum?", **{"X-Tiergate-KV": "off"})
     assert off["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
     assert off["choices"][0]["message"]["content"].strip()
+
+
+def test_kv_chunks_are_never_shared_across_tenants(generator_dir, tmp_path):
+    settings = load_settings(
+        data_dir=tmp_path, models={"generator": str(generator_dir)},
+        engine={"workers": 1}, cache={"enabled": False},
+        auth={"api_keys": {"key-alpha": "alpha", "key-beta": "beta"}},
+    )
+
+    def cached_tokens(url: str, key: str, docs: list[str]) -> int:
+        body = {"model": MODEL, "temperature": 0, "max_tokens": 4,
+                "documents": [{"id": str(i), "text": d} for i, d in enumerate(docs)],
+                "messages": [{"role": "user", "content": "Which of these is in Rome?"}]}
+        r = httpx.post(url + "/v1/chat/completions", json=body, timeout=120,
+                       headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == 200, r.text
+        return r.json()["usage"]["prompt_tokens_details"]["cached_tokens"]
+
+    with run_gateway(settings) as url:
+        assert cached_tokens(url, "key-alpha", [DOC_A, DOC_B]) == 0
+        assert cached_tokens(url, "key-alpha", [DOC_B, DOC_A]) > 40  # alpha reuses its own chunks
+        assert cached_tokens(url, "key-beta", [DOC_B, DOC_A]) == 0  # beta computes everything itself
+        assert cached_tokens(url, "key-beta", [DOC_A, DOC_B]) > 40

@@ -59,6 +59,7 @@ class KVOptions:
     chunks: bool = True  # reuse chunk KV; False leaves exact prefix reuse only
     prefix: bool = True  # reuse stored prompt prefixes
     store: bool = True  # write KV this request computed
+    namespace: str = ""  # whose KV this is (the tenant): reuse never crosses namespaces
 
     def __post_init__(self) -> None:
         r = self.recompute_ratio

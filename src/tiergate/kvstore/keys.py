@@ -1,9 +1,11 @@
 """Stable content keys for chunk and prefix KV.
 
 Keys must be identical across processes, machines and restarts, so they hash bytes that
-only depend on content: the model id (name@weights fingerprint), a fingerprint of the
-tokenizer, the storage format, the context the chunk was computed in, and the token ids as
-little-endian uint32. Never Python's `hash()`, which is salted per process.
+only depend on content: the namespace (the tenant: KV is never shared across tenants, since a
+fast answer would tell one tenant what text another has sent), the model id (name@weights
+fingerprint), a fingerprint of the tokenizer, the storage format, the context the chunk was
+computed in, and the token ids as little-endian uint32. Never Python's `hash()`, which is salted
+per process.
 """
 
 from __future__ import annotations
@@ -38,18 +40,19 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     return h.hexdigest()[:16]
 
 
-def _base(model_id: str, tokenizer_fp: str, fmt: str) -> hashlib._Hash:
+def _base(model_id: str, tokenizer_fp: str, fmt: str, namespace: str) -> hashlib._Hash:
     h = hashlib.sha256(_VERSION)
-    for part in (model_id, tokenizer_fp, fmt):
+    for part in (namespace, model_id, tokenizer_fp, fmt):
         h.update(b"\x00" + part.encode())
     return h
 
 
 def chunk_key(
-    model_id: str, tokenizer_fp: str, fmt: str, context_ids: Sequence[int], token_ids: Sequence[int]
+    model_id: str, tokenizer_fp: str, fmt: str, context_ids: Sequence[int], token_ids: Sequence[int],
+    namespace: str = "",
 ) -> str:
     """Key of a chunk's KV computed after `context_ids` (the fixed sink, or nothing)."""
-    h = _base(model_id, tokenizer_fp, fmt)
+    h = _base(model_id, tokenizer_fp, fmt, namespace)
     h.update(b"\x00chunk")
     h.update(len(context_ids).to_bytes(4, "little") + _ids_bytes(context_ids))
     h.update(_ids_bytes(token_ids))
@@ -57,10 +60,10 @@ def chunk_key(
 
 
 def prefix_block_keys(
-    model_id: str, tokenizer_fp: str, fmt: str, token_ids: Sequence[int], block: int
+    model_id: str, tokenizer_fp: str, fmt: str, token_ids: Sequence[int], block: int, namespace: str = ""
 ) -> Iterator[str]:
     """Keys of the full blocks of a prompt prefix, each chained to everything before it."""
-    h = _base(model_id, tokenizer_fp, fmt)
+    h = _base(model_id, tokenizer_fp, fmt, namespace)
     h.update(b"\x00prefix" + block.to_bytes(4, "little"))
     digest = h.digest()
     for start in range(0, len(token_ids) - block + 1, block):

@@ -69,8 +69,9 @@ class KVPrefiller:
             return tuple(plan.segments[0].token_ids)
         return self.sink_ids if mode in ("sink", "prefix") else ()
 
-    def chunk_key(self, token_ids: tuple[int, ...] | list[int], context: tuple[int, ...] = ()) -> str:
-        return chunk_key(self.model_id, self.tokenizer_fp, self.fmt.name, context, token_ids)
+    def chunk_key(self, token_ids: tuple[int, ...] | list[int], context: tuple[int, ...] = (),
+                  namespace: str = "") -> str:
+        return chunk_key(self.model_id, self.tokenizer_fp, self.fmt.name, context, token_ids, namespace)
 
     def prefill(self, plan: Any, options: KVOptions | None = None) -> Prefilled:
         opts = options or KVOptions()
@@ -97,7 +98,7 @@ class KVPrefiller:
         prefix_hit = 0
         if store is not None and cfg.prefix_cache and opts.prefix:
             block_keys = list(prefix_block_keys(self.model_id, self.tokenizer_fp, self.fmt.name,
-                                                ids[:prefix_limit], block))
+                                                ids[:prefix_limit], block, opts.namespace))
             for i, key in enumerate(block_keys):
                 loc = store.locate(key)
                 kv = store.load(key, loc.tier, self.fmt, block, self.lm.dtype) if loc.tier else None
@@ -115,7 +116,7 @@ class KVPrefiller:
                 m = len(seg.token_ids)
                 if m < cfg.min_chunk_tokens or pos < prefix_hit:
                     continue
-                key = self.chunk_key(seg.token_ids, context)
+                key = self.chunk_key(seg.token_ids, context, opts.namespace)
                 loc = store.locate(key)
                 if loc.tier is None:
                     missed += 1
@@ -174,13 +175,13 @@ class KVPrefiller:
             )
         return Prefilled(result, n, result.reused, seconds, hit, missed, pending)
 
-    def warm(self, plan: Any) -> int:
+    def warm(self, plan: Any, namespace: str = "") -> int:
         """Compute and store the KV of every chunk of `plan` not stored yet; returns how many."""
         if self.store is None:
             return 0
         context = self.context_ids(plan)
         pending = PendingWrites(chunks=[
-            (self.chunk_key(seg.token_ids, context), context, seg.token_ids) for seg, _ in plan.spans()
+            (self.chunk_key(seg.token_ids, context, namespace), context, seg.token_ids) for seg, _ in plan.spans()
             if seg.kind == "chunk" and len(seg.token_ids) >= self.config.min_chunk_tokens
         ])
         before = self.store.stats.as_dict()["chunks_stored"]

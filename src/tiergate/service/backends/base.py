@@ -51,11 +51,12 @@ class Backend(ABC):
         return {"name": self.name, "kind": self.kind, "ready": self.ready, "models": self.models}
 
     @abstractmethod
-    async def complete(self, req: ChatCompletionRequest) -> dict[str, Any]:
-        """The whole chat completion as OpenAI's JSON object."""
+    async def complete(self, req: ChatCompletionRequest, tenant: str) -> dict[str, Any]:
+        """The whole chat completion as OpenAI's JSON object. `tenant` scopes any state the
+        backend keeps between requests (the local engine's KV chunks)."""
 
     @abstractmethod
-    async def open_stream(self, req: ChatCompletionRequest) -> AsyncIterator[Chunk]:
+    async def open_stream(self, req: ChatCompletionRequest, tenant: str) -> AsyncIterator[Chunk]:
         """Connect and check the answer's status, then return an iterator of chunks.
 
         Everything that can fail before the first byte fails here, so the router can retry.

@@ -46,7 +46,7 @@ class LocalBackend(Backend):
         return {**super().status(), "model_id": self.runner.model_id, "queue_depth": self.runner.queue_depth,
                 "busy_workers": self.runner.busy}
 
-    def to_generation(self, req: ChatCompletionRequest) -> GenerationRequest:
+    def to_generation(self, req: ChatCompletionRequest, tenant: str) -> GenerationRequest:
         if req.n != 1:
             raise InvalidRequestError("the local model serves n=1 only", param="n")
         messages = []
@@ -72,12 +72,12 @@ class LocalBackend(Backend):
             seed=req.seed,
         )
         documents = [Document(text=d.text, id=d.id) for d in req.documents or ()]
-        kv = KVOptions(enabled=req.kv.enabled, recompute_ratio=req.kv.recompute_ratio,
-                       adaptive=req.kv.adaptive) if req.kv is not None else KVOptions()
+        kv = KVOptions(enabled=req.kv.enabled, recompute_ratio=req.kv.recompute_ratio, adaptive=req.kv.adaptive,
+                       namespace=tenant) if req.kv is not None else KVOptions(namespace=tenant)
         return GenerationRequest(messages=messages, sampling=sampling, documents=documents, kv=kv)
 
-    async def complete(self, req: ChatCompletionRequest) -> dict[str, Any]:
-        events = self.runner.submit(self.to_generation(req))
+    async def complete(self, req: ChatCompletionRequest, tenant: str) -> dict[str, Any]:
+        events = self.runner.submit(self.to_generation(req, tenant))
         parts: list[str] = []
         finished: Finished | None = None
         async for event in events:
@@ -99,8 +99,8 @@ class LocalBackend(Backend):
             "usage": usage_dict(finished.usage),
         }
 
-    async def open_stream(self, req: ChatCompletionRequest) -> AsyncIterator[Chunk]:
-        events = self.runner.submit(self.to_generation(req))  # raises at once when the queue is full
+    async def open_stream(self, req: ChatCompletionRequest, tenant: str) -> AsyncIterator[Chunk]:
+        events = self.runner.submit(self.to_generation(req, tenant))  # raises at once when the queue is full
         return self._chunks(req, events)
 
     async def _chunks(self, req: ChatCompletionRequest, events: AsyncIterator[Any]) -> AsyncIterator[Chunk]:

@@ -60,7 +60,7 @@ class OpenAIBackend(Backend):
             await self._session.close()
 
     # calls ---------------------------------------------------------------
-    async def complete(self, req: ChatCompletionRequest) -> dict[str, Any]:
+    async def complete(self, req: ChatCompletionRequest, tenant: str) -> dict[str, Any]:
         body = dump_request(req)
         body["stream"] = False
         body.pop("stream_options", None)
@@ -69,7 +69,7 @@ class OpenAIBackend(Backend):
             raise UpstreamError(f"backend {self.name!r} answered without 'choices'")
         return data
 
-    async def open_stream(self, req: ChatCompletionRequest) -> AsyncIterator[Chunk]:
+    async def open_stream(self, req: ChatCompletionRequest, tenant: str) -> AsyncIterator[Chunk]:
         body = dump_request(req)
         body["stream"] = True
         # Usage is asked for always (for metrics); the route drops it unless the client asked.

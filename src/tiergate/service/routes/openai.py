@@ -54,7 +54,8 @@ async def chat_completions(
     if body.retrieval is not None:
         body, retrieved = await _retrieve(svc, who, body)
     cache = _cache_for(svc, body.model)
-    view = dump_request(body)  # documents, given or retrieved, are part of what the cache keys on
+    # Documents, given or retrieved, are part of what the cache keys on.
+    view = dump_request(body) if cache is not None else {}
     lookup: Lookup | None = None
     if cache is not None and not directives.no_cache:
         _report_pressure(svc, cache, body.model)
@@ -90,9 +91,9 @@ async def chat_completions(
 
     try:
         if body.stream:
-            stream, backend = await svc.router.call(body.model, lambda b: b.open_stream(body))
+            stream, backend = await svc.router.call(body.model, lambda b: b.open_stream(body, who.tenant))
         else:
-            result, backend = await svc.router.call(body.model, lambda b: b.complete(body))
+            result, backend = await svc.router.call(body.model, lambda b: b.complete(body, who.tenant))
     except BaseException:
         await finish(None)
         raise
