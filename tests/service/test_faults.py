@@ -20,14 +20,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import redis
 
 from tests.service.conftest import run_gateway, upstream_settings
-from tests.service.faultproc import GatewayProcess
+from tests.service.faultproc import GatewayProcess, fill, flip_byte, object_files, tmpfs
 from tests.upstream_server import Behaviour, UpstreamServer, reply_text
+from tiergate.cache.entries import decode_meta
 from tiergate.config import load_settings
 from tiergate.index.catalog import remove_leftovers
+from tiergate.tiers.disk import DiskTier, record_meta
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +50,8 @@ def prompt(i: int) -> str:
 
 def ask(client: httpx.Client, url: str, text: str) -> httpx.Response:
     body = {"model": "m", "messages": [{"role": "user", "content": text}], "temperature": 0}
-    return client.post(url + "/v1/chat/completions", json=body, timeout=30)
+    # the category is given: left to the classifier, some of these prompts tie with "personal" (never cached)
+    return client.post(url + "/v1/chat/completions", json=body, headers={"X-Tiergate-Category": "math"}, timeout=30)
 
 
 def content(r: httpx.Response) -> str:
@@ -305,3 +310,159 @@ def test_gateway_sigkilled_during_writes_and_index_build(tmp_path: Path, up: Ups
         assert search(gw.url, "half", "who created Python").json()["data"][0]["id"] == "python"
     finally:
         gw.kill()
+
+
+# ------------------------------------------------------------------ 3. disk full
+
+
+def committed_objects_read_back(tier_dir: Path) -> int:
+    """Open a disk tier directory as a restart would and read every committed object: each one
+    must pass its checksums. Returns how many there are."""
+    disk = DiskTier(tier_dir, 1 << 30)
+    try:
+        records = disk.open()
+        for r in records:
+            disk.read(record_meta(r), r[9], r[10])  # raises CorruptObjectError on a bad byte
+    finally:
+        disk.close()
+    return len(records)
+
+
+def test_disk_full(tmp_path: Path, up: UpstreamServer, caplog):
+    with tmpfs(tmp_path / "data", "2m") as data_dir:
+        settings = upstream_settings(data_dir, backend(up), cache={"enabled": True, "budget": NO_SAMPLING},
+                                     tiers={"gpu": {"enabled": False}})
+        with run_gateway(settings) as url, httpx.Client() as c:
+            stored = {}
+            for i in range(8):
+                r = ask(c, url, prompt(1000 + i))
+                assert r.headers["x-tiergate-cache"] == "miss"
+                stored[prompt(1000 + i)] = content(r)
+            assert wait_job(url, start_build(url, "before", SMALL))["state"] == "done"
+
+            ballast = fill(data_dir)
+            errors = metric(url, "tiergate_tier_errors_total", tier="disk")
+            lost = None
+            for i in range(60):  # the tier gives up its own oldest files first; then writes fail
+                text = prompt(2000 + i)
+                r = ask(c, url, text)
+                assert r.status_code == 200 and content(r) == expected(text)  # the client is served anyway
+                if ask(c, url, text).headers["x-tiergate-cache"] == "miss":
+                    lost = text  # not stored: the write failed
+                    break
+            assert lost is not None, "every write fit into a full disk"
+            assert metric(url, "tiergate_tier_errors_total", tier="disk") > errors  # counted ...
+            assert "no space left on the device" in caplog.text  # ... and logged
+            for text, answer in stored.items():  # what was stored before is served unchanged
+                r = ask(c, url, text)
+                assert (r.status_code, r.headers["x-tiergate-cache"], content(r)) == (200, "exact", answer)
+            assert search(url, "before", "the highest mountain").json()["data"][0]["id"] == "everest"
+
+            failed = wait_job(url, start_build(url, "full", SMALL))
+            assert failed["state"] == "failed" and "no space left" in failed["error"].lower(), failed
+            assert httpx.get(f"{url}/v1/indexes/full").status_code == 404
+            assert hidden_leftovers(data_dir) == [] and not (data_dir / "indexes" / "default" / "full").exists()
+            assert httpx.get(url + "/healthz").status_code == 200
+
+            ballast.unlink()  # space again: writes succeed again
+            text = prompt(3000)
+            assert ask(c, url, text).headers["x-tiergate-cache"] == "miss"
+            assert ask(c, url, text).headers["x-tiergate-cache"] == "exact"
+            assert wait_job(url, start_build(url, "full", SMALL))["state"] == "done"
+        assert committed_objects_read_back(data_dir / "tiers") > 0
+
+
+# ------------------------------------------------------------------ 4. corrupt files in the data dir
+
+
+def cache_files(tier_dir: Path) -> dict[str, dict[str, tuple[Path, int]]]:
+    """prompt -> {"p": (file, payload offset), "m": ...} for every cache entry in a disk tier directory."""
+    by_id: dict[str, dict[str, tuple[Path, int]]] = {}
+    queries: dict[str, str] = {}
+    for path, header, offset in object_files(tier_dir):
+        kind, _, entry_id = header.key.partition("/")
+        if kind in ("p", "m") and header.namespace.startswith("cache/"):
+            by_id.setdefault(entry_id, {})[kind] = (path, offset)
+            if kind == "m":
+                queries[entry_id] = decode_meta(int(entry_id, 16), path.read_bytes()[offset:])[0].query
+    return {queries[i]: files for i, files in by_id.items() if i in queries}
+
+
+def silent_flip(segment: Path) -> int:
+    """An offset in a text segment where a flipped byte still decodes, to different passages:
+    only page checksums can tell (the size is unchanged, and Parquet's structure is intact)."""
+    data = segment.read_bytes()
+    column = pq.ParquetFile(segment).metadata.row_group(0).column(2)  # the passages' text
+    start = column.dictionary_page_offset or column.data_page_offset
+    original = pq.read_table(segment, columns=["text"]).column(0).to_pylist()
+    for offset in range(start, start + column.total_compressed_size):
+        damaged = bytearray(data)
+        damaged[offset] ^= 0x20
+        try:
+            texts = pq.read_table(pa.BufferReader(bytes(damaged)), columns=["text"]).column(0).to_pylist()
+        except Exception:
+            continue  # this one Parquet notices by itself
+        if texts != original:
+            return offset
+    pytest.fail("no byte of the text column changes the passages silently")
+
+
+def test_corrupt_files_in_the_data_dir(tmp_path: Path, up: UpstreamServer, caplog):
+    data_dir = tmp_path / "var"
+    settings = upstream_settings(data_dir, backend(up), cache={"enabled": True, "budget": NO_SAMPLING},
+                                 tiers={"gpu": {"enabled": False}})
+    prompts = [prompt(5000 + i) for i in range(6)]
+    with run_gateway(settings) as url, httpx.Client() as c:
+        answers = {p: content(ask(c, url, p)) for p in prompts}
+        for name in ("good", "flipped", "truncated", "garbled"):
+            assert wait_job(url, start_build(url, name, SMALL))["state"] == "done"
+
+    files = cache_files(settings.tiers.disk.path)
+    assert set(files) == set(prompts)
+    path, offset = files[prompts[0]]["p"]
+    answer_at = path.read_bytes().index(b"plus", offset)
+    flip_byte(path, answer_at)  # inside the answer: "plus" would read "pLus"
+    path, _ = files[prompts[1]]["p"]
+    path.write_bytes(path.read_bytes()[:-5])  # truncated payload
+    path, offset = files[prompts[2]]["m"]
+    flip_byte(path, offset + 20)  # inside the entry's metadata
+    files[prompts[3]]["p"][0].unlink()  # a payload file gone
+    with (settings.tiers.disk.path / "manifest.log").open("ab") as f:
+        f.write(b"\x17\x00\x00\x00garbage")  # a torn record at the manifest's end
+    version = data_dir / "indexes" / "default" / "flipped" / "v000001"
+    flip_byte(version / "graph_edges.npy", (version / "graph_edges.npy").stat().st_size - 3)
+    version = data_dir / "indexes" / "default" / "truncated" / "v000001"
+    text = version / "text-00000.parquet"
+    text.write_bytes(text.read_bytes()[: text.stat().st_size // 2])
+    text = data_dir / "indexes" / "default" / "garbled" / "v000001" / "text-00000.parquet"
+    flip_byte(text, silent_flip(text))
+
+    caplog.clear()
+    calls = up.requests
+    with run_gateway(settings) as url, httpx.Client() as c:  # starts on the damaged data dir
+        for text in prompts[:4]:  # damaged entries are misses, answered afresh, never served corrupt
+            r = ask(c, url, text)
+            assert (r.status_code, r.headers["x-tiergate-cache"], content(r)) == (200, "miss", expected(text))
+            assert ask(c, url, text).headers["x-tiergate-cache"] == "exact"  # and stored again
+        for text in prompts[4:]:  # the good ones are kept
+            r = ask(c, url, text)
+            assert (r.status_code, r.headers["x-tiergate-cache"], content(r)) == (200, "exact", answers[text])
+        assert up.requests == calls + 4
+        assert "unreadable" in caplog.text and "missing" in caplog.text  # each damaged file is reported
+
+        assert search(url, "good", "the highest mountain").json()["data"][0]["id"] == "everest"
+        for name, why in (("flipped", "graph_edges.npy: checksum mismatch"), ("truncated", "text-00000.parquet"),
+                          ("garbled", "text-00000.parquet")):
+            r = search(url, name, "the highest mountain")
+            assert r.status_code == 409, (name, r.text)  # never hits from a damaged file
+            error = r.json()["error"]
+            assert error["code"] == "index_corrupt" and why in error["message"], r.text
+            assert str(data_dir) not in error["message"]  # names the file, not the server's paths
+            body = {"model": "m", "messages": [{"role": "user", "content": "Who created Python?"}],
+                    "retrieval": {"index": name, "k": 2}}
+            r = c.post(url + "/v1/chat/completions", json=body)
+            assert r.status_code == 409 and r.json()["error"]["code"] == "index_corrupt"
+        assert httpx.delete(f"{url}/v1/indexes/flipped").status_code == 200  # a corrupt index can be replaced
+        assert wait_job(url, start_build(url, "flipped", SMALL))["state"] == "done"
+        assert search(url, "flipped", "who created Python").json()["data"][0]["id"] == "python"
+        assert httpx.get(url + "/readyz").status_code == 200

@@ -20,8 +20,13 @@ class IndexExistsError(InvalidRequestError):
 
 
 class CorruptIndexError(StorageError):
-    """An index file is missing, truncated or fails its checksum."""
+    """An index file is missing, truncated or fails its checksum.
 
+    409, not 5xx: the gateway itself is healthy and only this index is unusable; its owner can
+    delete it and build it again."""
+
+    status = 409
+    type = "invalid_request_error"
     code = "index_corrupt"
 
 

@@ -33,8 +33,9 @@ def rows_per_group(mean_text_bytes: float) -> int:
 
 
 def write_segment(path: Path, table: pa.Table, group_rows: int) -> None:
+    # Page checksums: Parquet's structure checks alone let some flipped bytes through as wrong text.
     pq.write_table(table.cast(SCHEMA), path, compression="zstd", compression_level=9,
-                   row_group_size=group_rows, write_statistics=False)
+                   row_group_size=group_rows, write_statistics=False, write_page_checksum=True)
 
 
 def make_table(ids: Sequence[str], record_ids: Sequence[str], texts: Sequence[str],
@@ -56,7 +57,7 @@ class TextStore:
         group_starts: list[np.ndarray] = []
         for path in paths:
             try:
-                f = pq.ParquetFile(path, memory_map=True)
+                f = pq.ParquetFile(path, memory_map=True, page_checksum_verification=True)
             except Exception as exc:
                 raise CorruptIndexError(f"{path}: text store is unreadable: {exc}") from exc
             self._files.append(f)
@@ -74,8 +75,14 @@ class TextStore:
 
     def column(self, name: str) -> list[Any]:
         out: list[Any] = []
-        for f in self._files:
-            out.extend(f.read(columns=[name]).column(0).to_pylist())
+        for path, f in zip(self.paths, self._files, strict=True):
+            try:
+                values = f.read(columns=[name]).column(0).to_pylist()
+            except Exception as exc:
+                raise CorruptIndexError(f"{path}: column {name!r} is unreadable: {exc}") from exc
+            if len(values) != f.metadata.num_rows:
+                raise CorruptIndexError(f"{path}: column {name!r} has {len(values)} rows, not {f.metadata.num_rows}")
+            out.extend(values)
         return out
 
     def _group(self, seg: int, group: int) -> dict[str, list]:
@@ -85,11 +92,14 @@ class TextStore:
             if hit is not None:
                 self._cache.move_to_end(key)
                 return hit
+        rows = int(self.group_starts[seg][group + 1] - self.group_starts[seg][group])
         try:
             t = self._files[seg].read_row_group(group, columns=["text", "metadata"])
+            value = {"text": t.column("text").to_pylist(), "metadata": t.column("metadata").to_pylist()}
+            if len(value["text"]) != rows or len(value["metadata"]) != rows:
+                raise ValueError(f"{len(value['text'])} texts and {len(value['metadata'])} metadata, not {rows} rows")
         except Exception as exc:
             raise CorruptIndexError(f"{self.paths[seg]}: row group {group} is unreadable: {exc}") from exc
-        value = {"text": t.column("text").to_pylist(), "metadata": t.column("metadata").to_pylist()}
         with self._lock:
             self._cache[key] = value
             if len(self._cache) > self._cache_groups:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 import time
 import uuid
@@ -27,7 +28,8 @@ from tiergate.index import (
     list_indexes,
     open_index,
 )
-from tiergate.index.catalog import check_name, remove_leftovers
+from tiergate.index.catalog import check_name, index_dir, remove_leftovers
+from tiergate.index.errors import CorruptIndexError
 from tiergate.models import Embedder
 
 log = logging.getLogger(__name__)
@@ -141,7 +143,14 @@ class IndexService:
                ) -> list[dict[str, Any]]:
         if not query.strip():
             raise InvalidRequestError("query must not be empty", param="query")
-        hits = self.open(tenant, name).search(query, k=k, filters=filters)
+        try:
+            hits = self.open(tenant, name).search(query, k=k, filters=filters)
+        except CorruptIndexError as exc:
+            self._forget(tenant, name)
+            log.error("index %s/%s is corrupt: %s", tenant, name, exc.message)
+            # the client learns which file, not where the data dir is
+            detail = exc.message.replace(f"{index_dir(self.settings, name, tenant)}{os.sep}", "")
+            raise CorruptIndexError(f"index {name!r} is corrupt ({detail}): delete it and build it again") from exc
         return [h.to_dict() for h in hits]
 
     def insert(self, tenant: str, name: str, documents: list[dict[str, Any]]) -> dict[str, Any]:
