@@ -7,6 +7,8 @@ folder and renamed into place at the end, so a half-built index is never visible
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 import threading
 import time
@@ -20,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as papq
 
 from tiergate.config import Settings
+from tiergate.errors import StorageError
 from tiergate.index import catalog
 from tiergate.index.chunking import Chunk, check_params, chunk_records
 from tiergate.index.csr import CSR, encode_graph
@@ -274,6 +277,11 @@ def build_index(
             _check_cancel(cancel)
             catalog.publish(staging, target, overwrite)
             return make_info(target / version.name, manifest)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # say so plainly (the staging folder goes)
+                raise StorageError(f"not enough disk space to build index {name!r} ({os.strerror(exc.errno)})",
+                                   code="disk_full") from exc
+            raise
         finally:
             close()
 

@@ -102,6 +102,7 @@ class IndexService:
             job.state = "cancelled"
         except Exception as exc:  # reported on the job; the gateway keeps serving
             job.state, job.error = "failed", str(exc)
+            log.warning("index build %s/%s failed: %s", job.tenant, job.index, exc)
         finally:
             job.finished = time.time()
             self._forget(job.tenant, job.index)

@@ -316,10 +316,12 @@ class TieredStore:
         fk = (e.meta.namespace, e.meta.key)
         try:
             fid = self.disk.remove(fk)
-        except StorageError as err:  # manifest append failed (disk full): the file stays referenced
+        except StorageError as err:  # manifest append failed (disk full)
             log.error("%s", err)
             self.stats_book.add(DISK, e.meta.namespace, errors=1)
-            fid = None
+            # Remove the file anyway: a record whose file is gone reads as a miss after a restart,
+            # while a kept file would bring a deleted object back.
+            fid = e.disk_id
         if fid is not None:
             work.unlinks.append((fk, fid))
             work.sync = True
