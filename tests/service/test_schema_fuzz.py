@@ -210,3 +210,31 @@ def test_the_schema_documents_errors_in_openai_shape():
     assert {"202", "400", "401", "413", "429"} <= set(build)
     assert "text/plain" in SCHEMA_DOCUMENT["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
 
+
+
+# What json.loads lets through but nothing downstream can encode, and paths the OS refuses: each
+# was a 500 before the gateway checked it at the boundary.
+ODD_INPUT = [
+    ("/v1/chat/completions", b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "seed": 1' + b"0" * 25
+     + b"}", {}, "seed"),
+    ("/v1/chat/completions", b'{"model": "m", "messages": [{"role": "user", "content": "hi", "x": -1' + b"0" * 25
+     + b"}]}", {}, "messages.0.x"),
+    ("/v1/chat/completions", b'{"model": "m", "messages": [{"role": "user", "content": "\\ud800"}]}', {},
+     "messages.0.content"),
+    ("/v1/chat/completions", b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}',
+     {"X-Tiergate-Cache-TTL": "nan"}, "X-Tiergate-Cache-TTL"),
+    ("/v1/embeddings", b'{"model": "all-minilm-l6-v2", "input": ["ok", "\\udfff"]}', {}, "input.1"),
+    ("/v1/indexes", b'{"name": "x", "path": "notes\\u0000.txt"}', {}, "NUL"),
+    ("/v1/indexes", b'{"name": "x", "path": "SOURCES/' + b"a" * 300 + b'"}', {}, "too long"),
+    ("/v1/indexes/docs/search", b'{"query": "\\udbff?"}', {}, "query"),
+    ("/admin/api/cache/invalidate", b'{"entry_id": "not hex"}', {}, "entry_id"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "headers", "named"), ODD_INPUT, ids=[f"{p} {n}" for p, _, _, n in ODD_INPUT])
+def test_odd_input_is_a_400_naming_what_is_wrong(gateway, path, body, headers, named):
+    body = body.replace(b"SOURCES", str(Path(gateway[REAL_SOURCE]).parent).encode())
+    r = httpx.post(gateway["url"] + path, content=body,
+                   headers={**_auth(path), **headers, "Content-Type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert named in r.json()["error"]["message"]

@@ -5,6 +5,7 @@ concurrent misses share one backend call."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -32,7 +33,9 @@ class CacheDirectives:
             try:
                 ttl_s = float(raw)
             except ValueError:
-                raise InvalidRequestError(f"X-Tiergate-Cache-TTL must be a number of seconds, got {raw!r}") from None
+                ttl_s = math.nan
+            if math.isnan(ttl_s):  # a NaN TTL would never expire
+                raise InvalidRequestError(f"X-Tiergate-Cache-TTL must be a number of seconds, got {raw!r}")
             if ttl_s < 0:
                 raise InvalidRequestError("X-Tiergate-Cache-TTL must not be negative")
         return cls(

@@ -3,6 +3,7 @@ Every route works within the caller's tenant: other tenants' indexes do not exis
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 import orjson
@@ -141,13 +142,22 @@ def _indexes(svc: Services) -> IndexService:
     return svc.indexes
 
 
+def _source_path(svc: Services, path: str) -> Path:
+    try:
+        return _indexes(svc).allowed_path(path)
+    except ValueError as exc:  # the OS cannot even look a path with a NUL byte up
+        raise InvalidRequestError("the server-side path holds a NUL byte", param="path") from exc
+    except OSError as exc:  # e.g. a name too long for the file system
+        raise InvalidRequestError(f"the server-side path cannot be used: {exc.strerror}", param="path") from exc
+
+
 @router.post("", status_code=202, responses={202: {"model": JobAccepted, "description": "The build job, queued."},
                                              **error_responses(400, 413)})
 async def build(body: BuildBody, svc: Services = Depends(services), who: Principal = Depends(principal)) -> Response:
     if (body.documents is None) == (body.path is None):
         raise InvalidRequestError("give either documents or a server-side path")
     sources: list[Any] = ([d.model_dump(exclude_none=True) for d in body.documents] if body.documents is not None
-                          else [_indexes(svc).allowed_path(body.path or "")])
+                          else [_source_path(svc, body.path or "")])
     params = BuildParams(chunk_tokens=body.chunk_tokens, overlap=body.overlap)
     job = _indexes(svc).start_build(who.tenant, body.name, [sources] if body.documents is not None else sources,
                                     params)
