@@ -90,6 +90,9 @@ def test_paraphrases_pass_new_rules(guard: Guard, a: str, b: str) -> None:
     ("substitution", "Are there flight delays at Heathrow now?", "Are there flight cancellations at Heathrow now?"),
     # a word used as a noun ("a list") swapped for another, though it is also a verb
     ("substitution", "How do I get the size of a string in Go?", "How do I get the size of a list in Go?"),
+    # one short phrase naming a thing swapped for another, all else equal
+    ("substitution", "Write a long poem about the sea", "Write a letter about the sea"),
+    ("substitution", "Tell me a short story about dragons", "Tell me a joke about dragons"),
     # antonymy between senses, not only between the two words WordNet pairs
     ("antonym", "Help me write an email declining a job offer", "Help me write an email accepting a job offer"),
     # a one-sided "now" does not hide a real date difference

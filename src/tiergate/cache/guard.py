@@ -572,6 +572,8 @@ class Guard:
                 head = fx.compound.get(w)  # unless it names what the other already is ("capital city")
                 if head in fa.content and head in fb.content and not self._related(head, w, fx, fx):
                     return "scope"
+        if self._phrase_swapped(a, b, fa, fb):
+            return "substitution"  # one short phrase for another, all else equal ("a long poem" / "a letter")
         raw_a, raw_b = fa.content - fb.content, fb.content - fa.content
         if len(raw_a) == 1 and len(raw_b) == 1 and ca and cb:
             x, y = next(iter(raw_a)), next(iter(raw_b))
@@ -584,6 +586,30 @@ class Guard:
             if x in fa.after_noun and fa.after_noun[x] == fb.after_noun.get(y):
                 return "substitution"  # one head of the same modifier for another ("flight delays" / "cancellations")
         return None
+
+    def _phrase_swapped(self, a: str, b: str, fa: Features, fb: Features) -> bool:
+        """The texts are equal but for one short span on each side, each naming a thing (a noun),
+        and nothing in one span is related to anything in the other."""
+        ta = [self.lemma(t.text) for t in tokenize(a) if t.text.isalnum()]
+        tb = [self.lemma(t.text) for t in tokenize(b) if t.text.isalnum()]
+        start = 0
+        while start < min(len(ta), len(tb)) and ta[start] == tb[start]:
+            start += 1
+        end = 0
+        while end < min(len(ta), len(tb)) - start and ta[-1 - end] == tb[-1 - end]:
+            end += 1
+        span_a, span_b = ta[start: len(ta) - end], tb[start: len(tb) - end]
+        if not span_a or not span_b or len(span_a) > 3 or len(span_b) > 3 or start + end < 2:
+            return False
+        words_a = [w for w in span_a if w in fa.content]
+        words_b = [w for w in span_b if w in fb.content]
+        if not any(self._noun(w) and w not in fa.verb_uses for w in words_a) or not any(
+                self._noun(w) and w not in fb.verb_uses for w in words_b):
+            return False
+        if any(_abbreviates(w, " ".join(span_b)) for w in span_a) or any(
+                _abbreviates(w, " ".join(span_a)) for w in span_b):
+            return False  # "JVM" / "Java virtual machine"
+        return not any(self._related(x, y, fa, fb) for x in words_a for y in words_b)
 
     def _unmatched(self, fx: Features, fy: Features, mine: set[str], theirs: set[str]) -> set[str]:
         """The content words of one side that no word of the other side's difference matches
