@@ -46,7 +46,7 @@ pytestmark = pytest.mark.slow  # the packaged embedder loads, and every operatio
 # schema, in the same words `error_responses(...)` would produce there. Drop an entry once the
 # route documents it itself (an entry the schema already has is left as the route says).
 UNDOCUMENTED_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
-    ("post", "/v1/chat/completions"): (400, 401, 404, 413, 429, 502, 503, 504),
+    ("post", "/v1/chat/completions"): (400, 401, 404, 409, 413, 429, 502, 503, 504),
     ("post", "/v1/embeddings"): (400, 401, 404, 413, 429, 502, 503, 504),
     ("get", "/v1/models"): (401, 429),
     ("get", "/admin/api/overview"): (401, 403),

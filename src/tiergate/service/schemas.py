@@ -190,6 +190,7 @@ ERROR_DESCRIPTIONS: dict[int, str] = {
     401: "Missing or invalid API key.",
     403: "The key may not use this route (admin routes need the admin key).",
     404: "No such model, index or job (for this tenant).",
+    409: "The index is corrupt (a file missing or failing its checksum): delete it and build it again.",
     413: "The request body is over server.max_body_bytes.",
     429: "Rate limit or a bounded queue is full; retry after the Retry-After header's seconds.",
     502: "The upstream backend failed or answered with garbage.",

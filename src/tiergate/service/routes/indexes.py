@@ -185,7 +185,8 @@ async def cancel(job_id: str, svc: Services = Depends(services), who: Principal 
     return _json(_indexes(svc).cancel_job(job_id, who.tenant))
 
 
-@router.get("/{name}", responses={**_ok(IndexOut, "Sizes, parameters and version."), **error_responses(400, 404)})
+@router.get("/{name}", responses={**_ok(IndexOut, "Sizes, parameters and version."),
+                                  **error_responses(400, 404, 409)})
 async def info(name: str, svc: Services = Depends(services), who: Principal = Depends(principal)) -> Response:
     return _json(await svc.blocking(_indexes(svc).info, who.tenant, name))
 
@@ -197,7 +198,7 @@ async def delete(name: str, svc: Services = Depends(services), who: Principal = 
 
 
 @router.post("/{name}/search", responses={**_ok(SearchResults, "The best passages, best first."),
-                                          **error_responses(400, 404, 413)})
+                                          **error_responses(400, 404, 409, 413)})
 async def search(name: str, body: SearchBody, svc: Services = Depends(services),
                  who: Principal = Depends(principal)) -> Response:
     hits = await svc.blocking(_indexes(svc).search, who.tenant, name, body.query, body.k, body.filters)
@@ -205,7 +206,7 @@ async def search(name: str, body: SearchBody, svc: Services = Depends(services),
 
 
 @router.post("/{name}/documents", responses={**_ok(Updated, "Documents added or replaced."),
-                                             **error_responses(400, 404, 413)})
+                                             **error_responses(400, 404, 409, 413)})
 async def add_documents(name: str, body: DocumentsBody, svc: Services = Depends(services),
                         who: Principal = Depends(principal)) -> Response:
     docs = [d.model_dump(exclude_none=True) for d in body.documents]
@@ -213,7 +214,7 @@ async def add_documents(name: str, body: DocumentsBody, svc: Services = Depends(
 
 
 @router.delete("/{name}/documents", responses={**_ok(Updated, "Documents removed."),
-                                               **error_responses(400, 404, 413)})
+                                               **error_responses(400, 404, 409, 413)})
 async def remove_documents(name: str, body: DeleteDocumentsBody, svc: Services = Depends(services),
                            who: Principal = Depends(principal)) -> Response:
     return _json(await svc.blocking(_indexes(svc).delete_documents, who.tenant, name, body.ids))
