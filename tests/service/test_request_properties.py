@@ -117,7 +117,8 @@ def test_valid_requests_parse_key_and_encode(body):
     key = parse_request("t", req.model, view)
     assert len(key.exact_key) == 32 and int(key.exact_key, 16) >= 0
     assert not EXTENSIONS & set(view)
-    assert cacheable(key, 1.0) is None or isinstance(cacheable(key, 1.0), str)
+    if body.get("temperature") == 0:  # greedy answers are always cacheable
+        assert cacheable(key, 1.0) is None
 
 
 @FAST
