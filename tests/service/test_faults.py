@@ -75,6 +75,20 @@ def up() -> Iterator[UpstreamServer]:
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def embedder():
+    from tiergate.config import ModelsConfig
+    from tiergate.models import load_embedder
+
+    return load_embedder(ModelsConfig())
+
+
+@pytest.fixture
+def shared_embedder(embedder, monkeypatch):
+    """In-thread gateways share one loaded embedder: the model each would load, loaded once."""
+    monkeypatch.setattr("tiergate.service.embeddings.load_embedder", lambda config: embedder)
+
+
 @pytest.fixture(autouse=True)
 def open_admin(monkeypatch):
     monkeypatch.delenv("TIERGATE_ADMIN_KEY", raising=False)  # open loopback mode: admin routes need no key
@@ -137,7 +151,7 @@ def wait_until(condition, timeout: float = 60, what: str = "") -> None:
 
 
 @pytest.mark.slow  # real embedder
-def test_redis_killed_and_restarted_mid_load(tmp_path: Path, up: UpstreamServer, redis_process):
+def test_redis_killed_and_restarted_mid_load(tmp_path: Path, up: UpstreamServer, redis_process, shared_embedder):
     def settings(name: str):
         return upstream_settings(
             tmp_path / name, backend(up),
@@ -152,7 +166,7 @@ def test_redis_killed_and_restarted_mid_load(tmp_path: Path, up: UpstreamServer,
         load = Load(a)
         threads = load.run()
         try:
-            wait_until(lambda: len(load.answered) >= 15 and load.count("up", "exact") >= 10, what="a warm cache")
+            wait_until(lambda: len(load.answered) >= 10 and load.count("up", "exact") >= 5, what="a warm cache")
             assert client.dbsize() > 0  # the shared tier is written through
             redis_process.proc.kill()  # SIGKILL: no shutdown, connections reset
             redis_process.proc.wait()
@@ -160,14 +174,14 @@ def test_redis_killed_and_restarted_mid_load(tmp_path: Path, up: UpstreamServer,
             with load.lock:
                 load.phase = "down"
                 before_kill = dict(load.answered)
-            wait_until(lambda: load.count("down", "exact") >= 20 and load.count("down", "miss") >= 5,
+            wait_until(lambda: load.count("down", "exact") >= 10 and load.count("down", "miss") >= 3,
                        what="hits and misses while Redis is down")
             assert metric(a, "tiergate_tier_redis_up") == 0  # the gateway noticed, and kept answering
             redis_process.start()  # empty: no persistence
             with load.lock:
                 load.phase = "restarted"
             wait_until(lambda: metric(a, "tiergate_tier_redis_up") == 1 and metric(b, "tiergate_tier_redis_up") == 1
-                       and load.count("restarted") >= 10, what="the Redis tier to come back")
+                       and load.count("restarted") >= 5, what="the Redis tier to come back")
         finally:
             load.stop.set()
             for t in threads:
@@ -177,7 +191,7 @@ def test_redis_killed_and_restarted_mid_load(tmp_path: Path, up: UpstreamServer,
         assert not bad, bad[:5]
         down_hits = [o for o in load.outcomes if o[0] == "down" and o[3] == "exact"]
         assert any(o[1] in before_kill for o in down_hits)  # entries from before the kill, served locally
-        assert load.count("down", "miss") >= 5  # new answers were stored locally too ...
+        assert load.count("down", "miss") >= 3  # new answers were stored locally too ...
         stored_while_down = {o[1] for o in load.outcomes if o[0] == "down" and o[3] == "miss"}
         with httpx.Client() as c:
             assert all(ask(c, a, p).headers["x-tiergate-cache"] == "exact" for p in stored_while_down)  # ... and hit
@@ -341,7 +355,7 @@ def committed_objects_read_back(tier_dir: Path) -> int:
 
 
 @pytest.mark.slow  # real embedder
-def test_disk_full(tmp_path: Path, up: UpstreamServer, caplog):
+def test_disk_full(tmp_path: Path, up: UpstreamServer, caplog, shared_embedder):
     with tmpfs(tmp_path / "data", "2m") as data_dir:
         settings = upstream_settings(data_dir, backend(up), cache={"enabled": True, "budget": NO_SAMPLING},
                                      tiers={"gpu": {"enabled": False}})
@@ -442,7 +456,7 @@ def silent_flip(segment: Path) -> int:
 
 
 @pytest.mark.slow  # real embedder
-def test_corrupt_files_in_the_data_dir(tmp_path: Path, up: UpstreamServer, caplog):
+def test_corrupt_files_in_the_data_dir(tmp_path: Path, up: UpstreamServer, caplog, shared_embedder):
     data_dir = tmp_path / "var"
     settings = upstream_settings(data_dir, backend(up), cache={"enabled": True, "budget": NO_SAMPLING},
                                  tiers={"gpu": {"enabled": False}})
