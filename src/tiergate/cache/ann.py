@@ -73,20 +73,27 @@ class AnnIndex:
 
     def search(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
         """The k nearest live entries as (label, cosine similarity), best first."""
+        return self.search_many(np.asarray(vector).reshape(1, -1), k)[0]
+
+    def search_many(self, vectors: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
+        """`search` for several query vectors in one call (one pass of the index's threads)."""
         if not self._where:
-            return []
+            return [[] for _ in range(len(vectors))]
         want = min(self._count, k + min(self._dead, 4 * k))
-        sims, pos = self._index.search(np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1), want)
-        out = []
-        for s, p in zip(sims[0], pos[0], strict=True):
-            if p < 0:
-                continue
-            label = int(self._labels[p])
-            if label >= 0:
-                out.append((label, float(s)))
-                if len(out) == k:
-                    break
-        return out
+        sims, pos = self._index.search(np.ascontiguousarray(vectors, dtype=np.float32), want)
+        results = []
+        for row_sims, row_pos in zip(sims, pos, strict=True):
+            out = []
+            for s, p in zip(row_sims, row_pos, strict=True):
+                if p < 0:
+                    continue
+                label = int(self._labels[p])
+                if label >= 0:
+                    out.append((label, float(s)))
+                    if len(out) == k:
+                        break
+            results.append(out)
+        return results
 
     def vectors(self, labels: list[int]) -> np.ndarray:
         """The stored (fp16-rounded) vectors of live labels."""

@@ -177,13 +177,34 @@ class SemanticCache:
             if view.semantic_ok and len(view.query) <= self.config.max_query_chars:
                 queries[i] = view.query
         vectors = dict(zip(queries, self.encoder.encode(list(queries.values())), strict=True)) if queries else {}
+        found = self._search_many({i: items[i][0] for i in vectors}, vectors)
         out = []
         for i, (tenant, model, request, hint) in enumerate(items):
             try:
-                result = self._lookup(tenant, model, request, hint, vectors.get(i))
+                result = self._lookup(tenant, model, request, hint, vectors.get(i), found.get(i))
             except InvalidRequestError as exc:
                 result = Lookup("bypass", reason=str(exc))
             out.append(self._record(tenant, result, t0))
+        return out
+
+    def _search_many(self, tenants: dict[int, str], vectors: dict[int, np.ndarray]
+                     ) -> dict[int, list[tuple[int, float, str]]]:
+        """The nearest entries of every query, each tenant's partitions searched once for all its
+        queries; the same result `_semantic` would find one query at a time."""
+        k = self.config.ann.candidates
+        out: dict[int, list[tuple[int, float, str]]] = {i: [] for i in vectors}
+        by_tenant: dict[str, list[int]] = {}
+        for i, tenant in tenants.items():
+            by_tenant.setdefault(tenant, []).append(i)
+        with self._lock:
+            for tenant, idx in by_tenant.items():
+                mat = np.stack([vectors[i] for i in idx])
+                for name, part in self._tenant_parts.get(tenant, {}).items():
+                    for i, hits in zip(idx, part.ann.search_many(mat, k), strict=True):
+                        out[i].extend((label, sim, name) for label, sim in hits)
+        for hits in out.values():
+            hits.sort(key=lambda x: -x[1])
+            del hits[k:]
         return out
 
     def _record(self, tenant: str, result: Lookup, t0: float) -> Lookup:
@@ -196,7 +217,7 @@ class SemanticCache:
         return result
 
     def _lookup(self, tenant: str, model: str, request: dict[str, Any], hint: str | None,
-                vector: np.ndarray | None = None) -> Lookup:
+                vector: np.ndarray | None = None, found: list[tuple[int, float, str]] | None = None) -> Lookup:
         if not self.config.enabled:
             return Lookup("bypass", reason="cache disabled")
         if model in self.config.disabled_models:
@@ -232,10 +253,10 @@ class SemanticCache:
         if not cat_cfg.semantic:
             base.reason = "exact only"
             return base
-        return self._semantic(base, tenant, model, view, vector, cat_cfg, now)
+        return self._semantic(base, tenant, model, view, vector, cat_cfg, now, found)
 
     def _semantic(self, base: Lookup, tenant: str, model: str, view: RequestView, vector: np.ndarray,
-                  cat: CategoryConfig, now: float) -> Lookup:
+                  cat: CategoryConfig, now: float, found: list[tuple[int, float, str]] | None = None) -> Lookup:
         controller = self.controllers[cat.name]
         threshold = self.threshold(cat.name, model)
         base.threshold = threshold
@@ -248,10 +269,12 @@ class SemanticCache:
         # from another category needs the stricter of the two thresholds.
         with self._lock:
             parts = list(self._tenant_parts.get(tenant, {}).items())
-            found = [(label, sim, name) for name, part in parts for label, sim in part.ann.search(vector, k)]
-            found.sort(key=lambda x: -x[1])
+            if found is None:
+                found = [(label, sim, name) for name, part in parts for label, sim in part.ann.search(vector, k)]
+                found.sort(key=lambda x: -x[1])
             candidates = [(self._entries.get(label), sim, name) for label, sim, name in found[:k]]
         other = {name: self.threshold(name, model) for name, _ in parts}
+        candidates = [c for c in candidates if c[2] in other]  # a partition made since the batch search
         expired = []
         for entry, sim, part_name in candidates:
             need = max(threshold, other[part_name])
