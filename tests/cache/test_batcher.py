@@ -91,3 +91,17 @@ def test_batcher_keeps_the_category_hint(make_cache, hint) -> None:
     assert result.outcome == "miss"
     if hint:
         assert result.category == hint
+
+
+def test_ann_search_many_equals_one_at_a_time() -> None:
+    from tiergate.cache.ann import AnnIndex
+
+    rng = np.random.default_rng(3)
+    vecs = rng.normal(size=(300, 32)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    ann = AnnIndex(32)
+    ann.add(list(range(1, 301)), vecs)
+    for label in range(1, 40):
+        ann.remove(label)  # deleted entries must be skipped the same way
+    queries = vecs[:20] + 0.05 * rng.normal(size=(20, 32)).astype(np.float32)
+    assert ann.search_many(queries, 5) == [ann.search(q, 5) for q in queries]
