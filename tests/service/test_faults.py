@@ -512,6 +512,8 @@ def test_corrupt_files_in_the_data_dir(tmp_path: Path, up: UpstreamServer, caplo
                     "retrieval": {"index": name, "k": 2}}
             r = c.post(url + "/v1/chat/completions", json=body)
             assert r.status_code == 409 and r.json()["error"]["code"] == "index_corrupt"
+        r = httpx.get(f"{url}/v1/indexes/truncated")  # its info, too, says what is wrong
+        assert r.status_code == 409 and "text-00000.parquet" in r.text and str(data_dir) not in r.text
         assert httpx.delete(f"{url}/v1/indexes/flipped").status_code == 200  # a corrupt index can be replaced
         assert wait_job(url, start_build(url, "flipped", SMALL))["state"] == "done"
         assert search(url, "flipped", "who created Python").json()["data"][0]["id"] == "python"

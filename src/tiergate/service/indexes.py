@@ -3,12 +3,14 @@ kept per tenant, search and document updates off the event loop."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,32 +142,40 @@ class IndexService:
         with self._lock:
             self._open.pop((tenant, name), None)
 
+    @contextlib.contextmanager
+    def _corruption_reported(self, tenant: str, name: str) -> Iterator[None]:
+        """A damaged index: logged with its path; the client learns which file, not where the data dir is."""
+        try:
+            yield
+        except CorruptIndexError as exc:
+            self._forget(tenant, name)
+            log.error("index %s/%s is corrupt: %s", tenant, name, exc.message)
+            detail = exc.message.replace(f"{index_dir(self.settings, name, tenant)}{os.sep}", "")
+            raise CorruptIndexError(f"index {name!r} is corrupt ({detail}): delete it and build it again") from exc
+
     def search(self, tenant: str, name: str, query: str, k: int, filters: dict[str, Any] | None = None,
                ) -> list[dict[str, Any]]:
         if not query.strip():
             raise InvalidRequestError("query must not be empty", param="query")
-        try:
+        with self._corruption_reported(tenant, name):
             hits = self.open(tenant, name).search(query, k=k, filters=filters)
-        except CorruptIndexError as exc:
-            self._forget(tenant, name)
-            log.error("index %s/%s is corrupt: %s", tenant, name, exc.message)
-            # the client learns which file, not where the data dir is
-            detail = exc.message.replace(f"{index_dir(self.settings, name, tenant)}{os.sep}", "")
-            raise CorruptIndexError(f"index {name!r} is corrupt ({detail}): delete it and build it again") from exc
         return [h.to_dict() for h in hits]
 
     def insert(self, tenant: str, name: str, documents: list[dict[str, Any]]) -> dict[str, Any]:
-        result = insert_documents(self.settings, name, documents, tenant=tenant, embedder=self.embedder)
+        with self._corruption_reported(tenant, name):
+            result = insert_documents(self.settings, name, documents, tenant=tenant, embedder=self.embedder)
         self._forget(tenant, name)
         return dataclasses.asdict(result)
 
     def delete_documents(self, tenant: str, name: str, ids: list[str]) -> dict[str, Any]:
-        result = delete_documents(self.settings, name, ids, tenant=tenant)
+        with self._corruption_reported(tenant, name):
+            result = delete_documents(self.settings, name, ids, tenant=tenant)
         self._forget(tenant, name)
         return dataclasses.asdict(result)
 
     def info(self, tenant: str, name: str) -> dict[str, Any]:
-        return index_info(self.settings, check_name(name), tenant).to_dict()
+        with self._corruption_reported(tenant, name):
+            return index_info(self.settings, check_name(name), tenant).to_dict()
 
     def list(self, tenant: str | None) -> list[dict[str, Any]]:
         return [i.to_dict() for i in list_indexes(self.settings, tenant)]
