@@ -15,6 +15,7 @@ from tiergate.service.dashboard import access, jobs
 from tiergate.service.dashboard.headers import secure
 from tiergate.service.dashboard.state import Dashboard, dashboard
 from tiergate.service.deps import Services, services
+from tiergate.service.schemas import error_responses
 
 
 async def allowed(request: Request, dash: Dashboard = Depends(dashboard)) -> access.Access:
@@ -36,14 +37,14 @@ class Invalidate(BaseModel):
 
 
 def build_router() -> APIRouter:
-    router = APIRouter(prefix="/admin/api", dependencies=[Depends(allowed)])
+    router = APIRouter(prefix="/admin/api", dependencies=[Depends(allowed)], responses=error_responses(401, 403))
 
     @router.get("/overview")
     async def overview(dash: Dashboard = Depends(dashboard)) -> Response:
         """Every number on the page now: cache, KV store, tiers, backends, indexes and jobs."""
         return _json(await asyncio.to_thread(dash.sampler.overview))
 
-    @router.get("/series")
+    @router.get("/series", responses=error_responses(400))
     async def series(
         dash: Dashboard = Depends(dashboard),
         since: float | None = Query(None, description="Only samples after this Unix time."),
@@ -52,7 +53,7 @@ def build_router() -> APIRouter:
         """The sampled history: `t` (Unix seconds) and one column per number, aligned, null where absent."""
         return _json(dash.sampler.series_dict(since, tuple(prefix)))
 
-    @router.post("/actions/invalidate")
+    @router.post("/actions/invalidate", responses=error_responses(400, 413, 503))
     async def invalidate(body: Invalidate, svc: Services = Depends(services)) -> Response:
         filters = body.model_dump(exclude={"all"}, exclude_none=True)
         filters = {k: v for k, v in filters.items() if v}
@@ -63,7 +64,7 @@ def build_router() -> APIRouter:
         removed = await svc.blocking(svc.cache.invalidate, **filters)
         return _json({"invalidated": removed, "filters": filters})
 
-    @router.post("/actions/jobs/{job_id}/cancel")
+    @router.post("/actions/jobs/{job_id}/cancel", responses=error_responses(404))
     async def cancel_job(job_id: str, svc: Services = Depends(services)) -> Response:
         result = await asyncio.to_thread(jobs.cancel, svc, job_id)
         return _json({"cancelled": job_id, "result": result if isinstance(result, dict | str | bool) else None})

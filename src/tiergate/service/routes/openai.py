@@ -25,12 +25,27 @@ from tiergate.service.caching import (
 )
 from tiergate.service.deps import Services, principal, services
 from tiergate.service.errors import error_body
-from tiergate.service.schemas import ChatCompletionRequest, DocumentIn, EmbeddingRequest, KVIn, dump_request
+from tiergate.service.schemas import (
+    ChatCompletionRequest,
+    DocumentIn,
+    EmbeddingRequest,
+    KVIn,
+    dump_request,
+    error_responses,
+)
 
 log = logging.getLogger(__name__)
 router = APIRouter()
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# Before OpenAPI 3.2 the schema of text/event-stream describes one event.
+SSE_EVENT = {"type": "object", "required": ["data"], "properties": {
+    "data": {"type": "string", "description": "A chat.completion.chunk as JSON; the last event is [DONE]."}}}
+CHAT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "A chat completion; with stream: true, server-sent events ending with data: [DONE].",
+          "content": {"text/event-stream": {"schema": SSE_EVENT}}},
+    **error_responses(400, 401, 404, 409, 413, 429, 502, 503, 504),
+}
 Finish = Callable[[dict[str, Any] | None], Awaitable[None]]
 
 
@@ -42,7 +57,7 @@ def _sse_bytes(chunk: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
 
-@router.post("/v1/chat/completions")
+@router.post("/v1/chat/completions", responses=CHAT_RESPONSES)
 async def chat_completions(
     body: ChatCompletionRequest, request: Request, svc: Services = Depends(services),
     who: Principal = Depends(principal),
@@ -199,7 +214,7 @@ def _count_tokens(svc: Services, backend: Backend, usage: dict[str, Any] | None,
             tokens.labels(backend.name, kind).inc(value)
 
 
-@router.post("/v1/embeddings")
+@router.post("/v1/embeddings", responses=error_responses(400, 401, 404, 413, 429, 502, 503, 504))
 async def embeddings(
     body: EmbeddingRequest, request: Request, svc: Services = Depends(services), who=Depends(principal)
 ) -> Response:
@@ -211,7 +226,7 @@ async def embeddings(
     return _json(result, {})
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", responses=error_responses(401, 429))
 async def models(svc: Services = Depends(services), who=Depends(principal)) -> Response:
     data = [{"id": m, "object": "model", "created": 0, "owned_by": bs[0].name}
             for m, bs in svc.router.by_model.items()]
