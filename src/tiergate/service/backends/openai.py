@@ -53,7 +53,9 @@ class OpenAIBackend(Backend):
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=self.config.connect_timeout_s, sock_read=self.config.read_timeout_s
         )
-        self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=True)
+        # No cookie jar: one session serves every tenant, so an upstream's cookies must not travel.
+        self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=True,
+                                              cookie_jar=aiohttp.DummyCookieJar())
 
     async def close(self) -> None:
         if self._session is not None:
