@@ -2,9 +2,10 @@
 
 Embedding one short query costs about as much as embedding sixteen (the forward pass is bound by
 reading the weights, not by the tokens), so lookups that arrive together should be embedded
-together. `LookupBatcher.lookup` is awaited from the event loop; one worker thread runs
+together. `LookupBatcher.lookup` is awaited from the event loop; a worker thread runs
 `SemanticCache.lookup_many` on everything that queued while the previous batch ran. There is no
-timer: a lone request starts at once, and batches grow only under concurrent load.
+timer: a lone request starts at once, and batches grow only under concurrent load. With torch
+on one thread per forward pass, a second worker runs a second batch on the other core.
 
     lookup = await cache.batcher.lookup(tenant, model, request, category_hint)
 
@@ -28,12 +29,14 @@ Item = tuple[str, str, dict[str, Any], str | None]
 
 
 class LookupBatcher:
-    def __init__(self, cache: SemanticCache, *, max_batch: int = 32, max_waiting: int = 1024) -> None:
+    def __init__(self, cache: SemanticCache, *, max_batch: int = 32, max_waiting: int = 1024,
+                 workers: int | None = None) -> None:
         self.cache = cache
         self.max_batch = max_batch
         self.max_waiting = max_waiting
+        self.workers = workers if workers is not None else default_workers()
         self._pending: list[tuple[Item, asyncio.Future[Lookup]]] = []
-        self._running = False
+        self._running = 0
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self.batches = 0  # how many batches ran, and how many lookups they held: batching at work
@@ -47,20 +50,22 @@ class LookupBatcher:
             if len(self._pending) >= self.max_waiting:
                 raise OverloadedError("too many cache lookups waiting", retry_after=1.0)
             self._pending.append(((tenant, model, request, category_hint), future))
-            start = not self._running
-            self._running = True
+            start = self._running < self.workers
+            if start:
+                self._running += 1
         if start:
             self._next(loop)
         return await future
 
     def _next(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Run the next batch on this worker slot, or give the slot back when nothing waits."""
         with self._lock:
             batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch:]
             if not batch:
-                self._running = False
+                self._running -= 1
                 return
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="cache-batch")
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="cache-batch")
         done = loop.run_in_executor(self._pool, self.cache.lookup_many, [item for item, _ in batch])
         done.add_done_callback(lambda f: self._settle(loop, batch, f))
 
@@ -81,3 +86,13 @@ class LookupBatcher:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def default_workers() -> int:
+    """Two batches at once when torch runs each forward pass on one thread and there are two
+    cores or more; else one (a forward pass already spread over the cores gains nothing)."""
+    import os
+
+    import torch
+
+    return 2 if torch.get_num_threads() == 1 and (os.cpu_count() or 1) >= 2 else 1
