@@ -137,6 +137,7 @@ def test_dashboard_shows_the_workload_and_invalidates(gateway, browser):
 
     o = overview(url)
     assert (o["cache"]["exact"], o["cache"]["semantic"], o["cache"]["miss"]) == (3, 1, 2)
+    assert o["cache"]["saved"]["hits"] == 4 and o["cache"]["saved"]["tokens"] > 0  # every hit, with its usage
     page.wait_for_function("Number(document.body.dataset.loaded || 0) >= 1")
     for path, kind in (("cache.exact", "int"), ("cache.semantic", "int"), ("cache.miss", "int"),
                        ("cache.hit_rate", "pct"), ("cache.saved.hits", "int"), ("cache.entries", "int"),

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import orjson
 import pytest
 
 from tiergate.service.dashboard.quantiles import diff, quantile
 from tiergate.service.dashboard.sampler import derive
-from tiergate.service.dashboard.savings import Savings, _read
+from tiergate.service.dashboard.savings import Savings
 from tiergate.service.dashboard.session import SessionSigner
 from tiergate.service.dashboard.timeseries import Series
 
@@ -64,13 +63,14 @@ def test_savings_count_hits_against_the_models_backend_calls():
     assert set(snap) == {"m", "other"}  # bounded labels
 
 
-def test_usage_read_from_json_and_from_sse():
-    request = orjson.dumps({"model": "m", "messages": []})
-    assert _read(request, orjson.dumps({"usage": {"total_tokens": 12}})) == ("m", 12)
-    sse = b'data: {"choices":[]}\n\ndata: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}\n\n' \
-          b"data: [DONE]\n\n"
-    assert _read(request, sse) == ("m", 7)
-    assert _read(b"garbage", b"garbage") == (None, None)
+def test_savings_observe_finished_chat_completions_only():
+    savings = Savings({}, {"m"})
+    savings.observe_request("/v1/chat/completions", 200, {"cache": "miss", "model": "m", "tokens": 10}, 1.0)
+    savings.observe_request("/v1/chat/completions", 200, {"cache": "exact", "model": "m", "tokens": 10}, 0.1)
+    savings.observe_request("/v1/chat/completions", 502, {"cache": "exact", "model": "m", "tokens": 10}, 0.1)
+    savings.observe_request("/v1/embeddings", 200, {"cache": "exact", "model": "m", "tokens": 10}, 0.1)
+    savings.observe_request("/v1/chat/completions", 200, {"cache": "bypass", "model": "m"}, 0.1)
+    assert savings.totals()["hits"] == 1 and savings.totals()["tokens"] == 10
 
 
 def test_series_points_are_amounts_per_interval():

@@ -133,5 +133,6 @@ def create_app(settings: Settings) -> FastAPI:
     if settings.server.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.server.cors_origins,
                            allow_methods=["GET", "POST", "DELETE"], allow_headers=["*"])
-    app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.server.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.server.max_body_bytes,
+                       observers=svc.request_observers)
     return app

@@ -54,9 +54,8 @@ def replay_json(payload: bytes) -> dict[str, Any]:
     return data
 
 
-def replay_chunks(payload: bytes, include_usage: bool) -> list[dict[str, Any]]:
-    """A stored answer as the chunks of a live stream: role, content, finish, usage."""
-    data = replay_json(payload)
+def replay_chunks(data: dict[str, Any], include_usage: bool) -> list[dict[str, Any]]:
+    """A replayed answer (`replay_json`) as the chunks of a live stream: role, content, finish, usage."""
     base = {"id": data["id"], "object": "chat.completion.chunk", "created": data["created"], "model": data["model"]}
     chunks = []
     for choice in data.get("choices", []):

@@ -48,6 +48,8 @@ class Services:
     # Cache lookups and inserts embed text: they run here, never on the event loop.
     pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="cache"))
     draining: bool = False
+    # Called with (path, status, request state, seconds) once a response's last byte has left.
+    request_observers: list[Callable[[str, int, dict[str, Any], float], None]] = field(default_factory=list)
 
     @property
     def ready(self) -> bool:

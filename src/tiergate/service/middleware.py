@@ -1,5 +1,6 @@
 """Per-request plumbing as plain ASGI middleware (no per-request task, streaming untouched):
-a request id, the body size limit, one structured log line, and the request metrics."""
+a request id, the body size limit, one structured log line, the request metrics, and the
+observers that want each finished request (path, status, what the route noted, seconds)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -17,6 +19,7 @@ from tiergate.service.metrics import Metrics
 log = logging.getLogger("tiergate.access")
 
 _VALID_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+Observer = Callable[[str, int, dict[str, Any], float], None]
 ROUTES = ("/v1/chat/completions", "/v1/embeddings", "/v1/models", "/healthz", "/readyz", "/metrics")
 
 
@@ -30,10 +33,12 @@ def route_label(path: str) -> str:
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int,
+                 observers: list[Observer] | None = None) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body = max_body_bytes
+        self.observers = observers if observers is not None else []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -80,6 +85,8 @@ class RequestContextMiddleware:
             backend = state.get("backend", "none")
             self.metrics.requests.labels(route, backend, str(status)).inc()
             self.metrics.latency.labels(route, backend).observe(elapsed)
+            for observe in self.observers:
+                observe(scope["path"], status, state, elapsed)
             if route not in ("/metrics", "/healthz", "/readyz"):
                 log.info("request", extra={
                     "request_id": request_id, "method": scope["method"], "path": scope["path"],

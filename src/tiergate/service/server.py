@@ -17,7 +17,8 @@ class DrainingServer(uvicorn.Server):
     def __init__(self, app: FastAPI, settings: Settings) -> None:
         super().__init__(uvicorn.Config(
             app, host=settings.server.host, port=settings.server.port, log_config=None, access_log=False,
-            loop="uvloop", http="httptools", proxy_headers=False, timeout_graceful_shutdown=settings.server.drain_timeout_s,
+            loop="uvloop", http="httptools", proxy_headers=False,
+            timeout_graceful_shutdown=settings.server.drain_timeout_s,
         ))
         self.services = app.state.services
         self.delay = settings.server.drain_delay_s

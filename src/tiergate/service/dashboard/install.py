@@ -1,4 +1,4 @@
-"""Wiring: routes, static files, the savings middleware, collectors and the sampler's lifecycle."""
+"""Wiring: routes, static files, the savings observer, collectors and the sampler's lifecycle."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from tiergate.service.dashboard.config import DashboardConfig
 from tiergate.service.dashboard.headers import SecureStatic
 from tiergate.service.dashboard.metrics import DashboardCollector
 from tiergate.service.dashboard.sampler import Sampler
-from tiergate.service.dashboard.savings import Savings, SavingsMiddleware
+from tiergate.service.dashboard.savings import Savings
 from tiergate.service.dashboard.session import SessionSigner
 from tiergate.service.dashboard.state import Dashboard
 
@@ -45,4 +45,4 @@ def install(app: FastAPI, svc: Any) -> None:
     app.include_router(routes.build_router())
     app.include_router(api.build_router())
     app.mount("/admin/static", SecureStatic(directory=STATIC), name="dashboard-static")
-    app.add_middleware(SavingsMiddleware, savings=savings)
+    svc.request_observers.append(savings.observe_request)

@@ -1,27 +1,21 @@
 """What the response cache saves: backend calls, tokens, seconds and money, per model.
 
-A plain ASGI middleware watches chat completions as they leave: the cache outcome header says
-whether the backend was called. Answers the backend produced teach the typical latency and token
-count of each model; every hit then counts the replayed answer's tokens (or the model's typical
-count when a stream carried no usage) and the time the typical backend call would have taken
-beyond the hit's own time. Nothing is parsed before the response has been sent.
+It observes every chat completion once its last byte has left (the request middleware calls
+`observe_request`): the route has noted the cache outcome, the model and the answer's tokens.
+Answers the backend produced teach the typical latency and token count of each model; every hit
+then counts the replayed answer's tokens (or the model's typical count when the answer carried
+no usage) and the time the typical backend call would have taken beyond the hit's own time.
 """
 
 from __future__ import annotations
 
-import contextlib
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any
-
-import orjson
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CHAT = "/v1/chat/completions"
 HITS = ("exact", "semantic")
 OTHER = "other"
-_MAX_BODY = 1 << 20  # larger answers are not inspected (usage then falls back on the typical count)
 
 
 @dataclass
@@ -66,6 +60,10 @@ class Savings:
                 m.seconds += max(0.0, m.backend_seconds - seconds)
             m.cost += saved_tokens / 1000.0 * self.cost_per_1k.get(name, 0.0)
 
+    def observe_request(self, path: str, status: int, state: dict[str, Any], seconds: float) -> None:
+        if path == CHAT and status == 200:
+            self.observe(state.get("cache", ""), state.get("model"), state.get("tokens"), seconds)
+
     def snapshot(self) -> dict[str, dict[str, Any]]:
         with self._lock:
             return {k: dict(v.__dict__) for k, v in self._models.items()}
@@ -77,66 +75,3 @@ class Savings:
 
 def _ewma(old: float | None, new: float, alpha: float) -> float:
     return new if old is None else old + alpha * (new - old)
-
-
-class SavingsMiddleware:
-    def __init__(self, app: ASGIApp, *, savings: Savings) -> None:
-        self.app = app
-        self.savings = savings
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != CHAT or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        request: list[bytes] = []
-        response: list[bytes] = []
-        outcome = ""
-        size = 0
-
-        async def receive_wrapper() -> Message:
-            message = await receive()
-            if message["type"] == "http.request" and sum(map(len, request)) < _MAX_BODY:
-                request.append(message.get("body", b""))
-            return message
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal outcome, size
-            if message["type"] == "http.response.start" and message["status"] == 200:
-                for k, v in message.get("headers", ()):
-                    if k.lower() == b"x-tiergate-cache":
-                        outcome = v.decode("latin-1")
-            elif message["type"] == "http.response.body" and outcome and size < _MAX_BODY:
-                body = message.get("body", b"")
-                size += len(body)
-                response.append(body)
-            await send(message)
-
-        await self.app(scope, receive_wrapper, send_wrapper)
-        if outcome in (*HITS, "miss"):
-            model, tokens = _read(b"".join(request), b"".join(response))
-            self.savings.observe(outcome, model, tokens, time.perf_counter() - started)
-
-
-def _read(request: bytes, response: bytes) -> tuple[str | None, int | None]:
-    """The requested model, and the answer's total tokens when its usage is known."""
-    try:
-        model = orjson.loads(request).get("model")
-    except (orjson.JSONDecodeError, AttributeError):
-        model = None
-    usage: Any = None
-    if response.startswith(b"data:"):
-        for line in response.split(b"\n"):
-            if b'"usage"' in line and line.startswith(b"data: {"):
-                with contextlib.suppress(orjson.JSONDecodeError):
-                    usage = orjson.loads(line[6:]).get("usage") or usage
-    else:
-        try:
-            usage = orjson.loads(response).get("usage")
-        except (orjson.JSONDecodeError, AttributeError):
-            usage = None
-    tokens = None
-    if isinstance(usage, dict):
-        total = usage.get("total_tokens") or (usage.get("prompt_tokens") or 0) + (usage.get("completion_tokens") or 0)
-        tokens = int(total) if isinstance(total, int | float) and total > 0 else None
-    return (model if isinstance(model, str) else None), tokens

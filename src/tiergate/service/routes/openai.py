@@ -63,6 +63,7 @@ async def chat_completions(
     who: Principal = Depends(principal),
 ) -> Response:
     directives = CacheDirectives.from_request(request.headers, body.category)
+    request.state.model = body.model
     if request.headers.get("x-tiergate-kv", "").lower() == "off":
         body = body.model_copy(update={"kv": KVIn(enabled=False)})
     retrieved: dict[str, Any] | None = None
@@ -84,20 +85,22 @@ async def chat_completions(
 
     if lookup is not None and lookup.hit and lookup.payload is not None:
         request.state.backend = "cache"
-        return _replay(body, lookup.payload, headers)
+        return _replay(request, body, lookup.payload, headers)
 
     # Identical concurrent misses: one leader calls the backend, the rest replay its answer.
     key = lookup.view.exact_key if lookup is not None and lookup.view is not None and not lookup.sampled else None
     if key is not None and (leader := svc.coalescer.follow(key)) is not None:
         payload = await wait_for(leader, svc.settings.cache.coalesce_timeout_s)
         request.state.backend = "coalesced"
-        return _replay(body, payload, {**headers, "X-Tiergate-Coalesced": "1"})
+        return _replay(request, body, payload, {**headers, "X-Tiergate-Coalesced": "1"})
     settle = svc.coalescer.lead(key) if key is not None else None
     store = cache is not None and not directives.no_store
 
     async def finish(answer: dict[str, Any] | None) -> None:
         """Called once with the complete answer, or None when the request failed. The answer is
         stored before the client gets its last byte, so an immediate repeat is a hit."""
+        if answer is not None:
+            request.state.tokens = total_tokens(answer.get("usage"))
         if settle is not None:
             settle(orjson.dumps(answer) if answer else UpstreamError("the shared backend call failed"))
         if store and answer is not None and storable(answer):
@@ -156,11 +159,13 @@ def _insert(cache: SemanticCache, tenant: str, model: str, view: dict[str, Any],
         log.exception("cache insert failed")
 
 
-def _replay(body: ChatCompletionRequest, payload: bytes, headers: dict[str, str]) -> Response:
+def _replay(request: Request, body: ChatCompletionRequest, payload: bytes, headers: dict[str, str]) -> Response:
+    answer = replay_json(payload)
+    request.state.tokens = total_tokens(answer.get("usage"))
     if body.stream:
-        chunks = replay_chunks(payload, body.include_usage())
+        chunks = replay_chunks(answer, body.include_usage())
         return StreamingResponse(_replayed(chunks), media_type="text/event-stream", headers={**SSE_HEADERS, **headers})
-    return _json(replay_json(payload), headers)
+    return _json(answer, headers)
 
 
 async def _replayed(chunks: Iterable[dict[str, Any]]) -> AsyncIterator[bytes]:
@@ -198,6 +203,14 @@ async def _sse(stream: AsyncIterator[Chunk], backend: Backend, svc: Services, *,
 
 def _has_content(chunk: Chunk) -> bool:
     return any((c.get("delta") or {}).get("content") for c in chunk.get("choices") or ())
+
+
+def total_tokens(usage: Any) -> int | None:
+    """An answer's total tokens, when its usage says."""
+    if not isinstance(usage, dict):
+        return None
+    total = usage.get("total_tokens") or (usage.get("prompt_tokens") or 0) + (usage.get("completion_tokens") or 0)
+    return int(total) if isinstance(total, int | float) and total > 0 else None
 
 
 def _count_tokens(svc: Services, backend: Backend, usage: dict[str, Any] | None, who: Principal) -> None:
