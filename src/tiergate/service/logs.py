@@ -27,6 +27,12 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(fmt: str = "json", level: str = "info") -> None:
+    # One access line per request: skip what no line prints (the logging docs' own optimisations:
+    # caller lookup, thread, process and multiprocessing names).
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(
         "%(asctime)s %(levelname)s %(name)s: %(message)s"))
