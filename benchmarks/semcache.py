@@ -637,6 +637,11 @@ def plot(results: dict[str, Any]) -> None:
         ax.scatter([o["trap_rate"]], [o["paraphrase_rate"]], zorder=5, s=40)
         ax.annotate(name, (o["trap_rate"], o["paraphrase_rate"]), textcoords="offset points", xytext=(5, -10),
                     fontsize=8)
+    for set_name, entry in results.get("heldout_sets", {}).items():
+        o = entry["methods"]["tiergate"]["overall"]
+        ax.scatter([o["trap_rate"]], [o["paraphrase_rate"]], marker="^", s=50, zorder=5)
+        ax.annotate(f"tiergate, {set_name}", (o["trap_rate"], o["paraphrase_rate"]), textcoords="offset points",
+                    xytext=(5, 4), fontsize=8)
     ax.axvline(TRAP_BUDGET, color="grey", ls=":", lw=1)
     ax.axhline(0.75, color="grey", ls=":", lw=1)
     ax.set_xlabel("traps served (wrong answers)")
