@@ -72,7 +72,7 @@ def test_batcher_queue_is_bounded(make_cache) -> None:
 def test_batcher_passes_errors_to_every_caller(make_cache, monkeypatch) -> None:
     cache = make_cache()
 
-    def broken(items):
+    def broken(items, **_):
         raise RuntimeError("store down")
 
     monkeypatch.setattr(cache, "lookup_many", broken)  # a store failure cannot be caused on demand

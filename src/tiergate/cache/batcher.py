@@ -24,6 +24,7 @@ from tiergate.errors import OverloadedError
 
 if TYPE_CHECKING:
     from tiergate.cache.semantic import Lookup, SemanticCache
+    from tiergate.errors import InvalidRequestError
 
 Item = tuple[str, str, dict[str, Any], str | None]
 
@@ -66,21 +67,23 @@ class LookupBatcher:
                 return
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="cache-batch")
-        done = loop.run_in_executor(self._pool, self.cache.lookup_many, [item for item, _ in batch])
+        items = [item for item, _ in batch]
+        done = loop.run_in_executor(self._pool, lambda: self.cache.lookup_many(items, errors=True))
         done.add_done_callback(lambda f: self._settle(loop, batch, f))
 
     def _settle(self, loop: asyncio.AbstractEventLoop, batch: list[tuple[Item, asyncio.Future[Lookup]]],
-                done: asyncio.Future[list[Lookup]]) -> None:
+                done: asyncio.Future[list[Lookup | InvalidRequestError]]) -> None:
         self.batches += 1
         self.batched += len(batch)
         error = done.exception()
         for i, (_, future) in enumerate(batch):
             if future.done():  # the caller went away
                 continue
-            if error is not None:
-                future.set_exception(error)
+            result = error if error is not None else done.result()[i]
+            if isinstance(result, BaseException):  # the batch failed, or this request is malformed
+                future.set_exception(result)
             else:
-                future.set_result(done.result()[i])
+                future.set_result(result)
         self._next(loop)
 
     def close(self) -> None:

@@ -162,11 +162,12 @@ class SemanticCache:
         return self._record(tenant, self._lookup(tenant, model, request, category_hint), t0)
 
     def lookup_many(
-        self, items: list[tuple[str, str, dict[str, Any], str | None]]
-    ) -> list[Lookup]:
+        self, items: list[tuple[str, str, dict[str, Any], str | None]], *, errors: bool = False
+    ) -> list[Lookup | InvalidRequestError]:
         """`lookup` for several requests (tenant, model, request, category_hint) with one batched
         embedding pass: a worker that drains a queue of concurrent requests gets several times
-        the throughput of one-at-a-time lookups. Malformed requests come back as bypass."""
+        the throughput of one-at-a-time lookups. A malformed request (or unknown category) comes
+        back as bypass, or with `errors` as the InvalidRequestError `lookup` would raise."""
         t0 = time.perf_counter()
         queries: dict[int, str] = {}
         for i, (tenant, model, request, _hint) in enumerate(items):
@@ -183,6 +184,9 @@ class SemanticCache:
             try:
                 result = self._lookup(tenant, model, request, hint, vectors.get(i), found.get(i))
             except InvalidRequestError as exc:
+                if errors:
+                    out.append(exc)
+                    continue
                 result = Lookup("bypass", reason=str(exc))
             out.append(self._record(tenant, result, t0))
         return out

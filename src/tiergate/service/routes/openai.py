@@ -75,7 +75,8 @@ async def chat_completions(
     lookup: Lookup | None = None
     if cache is not None and not directives.no_cache:
         _report_pressure(svc, cache, body.model)
-        lookup = await svc.blocking(cache.lookup, who.tenant, body.model, view, directives.category)
+        # Concurrent lookups are embedded together, one batch per worker (see LookupBatcher).
+        lookup = await cache.batcher.lookup(who.tenant, body.model, view, directives.category)
     headers = lookup.headers() if lookup is not None else {"X-Tiergate-Cache": "bypass"}
     if retrieved is not None:
         headers["X-Tiergate-Retrieved"] = str(len(retrieved["ids"]))
