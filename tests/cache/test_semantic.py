@@ -4,6 +4,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from tiergate.cache.config import CacheConfig
+from tiergate.cache.entries import MemoryEntryStore
 from tiergate.errors import InvalidRequestError
 from tiergate.tiers import StoreConfig, TieredStore
 from tiergate.tiers.config import DiskTierConfig, GpuTierConfig
@@ -230,3 +231,17 @@ def test_lookup_many_matches_single_lookups(make_cache) -> None:
     many = [lk.outcome for lk in cache.lookup_many(items)]
     assert many == ["semantic", "exact", "miss", "miss", "bypass", "bypass"]
     assert many[:4] == [cache.lookup(*it).outcome for it in items[:4]]
+
+
+def test_a_failed_record_write_leaves_no_orphan_answer(make_cache) -> None:
+    class RecordWritesFail(MemoryEntryStore):  # a full disk between the two writes cannot be timed
+        def put(self, namespace, key, value, **kw):
+            if key.startswith("m/"):
+                raise OSError(28, "No space left on device")
+            super().put(namespace, key, value, **kw)
+
+    store = RecordWritesFail()
+    cache = make_cache(store=store)
+    with pytest.raises(OSError):
+        cache.insert("t", "m", chat("How do I sort a list in Python?"), answer("Use sorted()."))
+    assert not [k for ns, k in store.data if k.startswith("p/")]

@@ -401,7 +401,11 @@ class SemanticCache:
         meta = encode_meta(entry, vec, view.history, {"semantic": vector is not None,
                                                       "history_shape": _shape_digest(view)})
         self.store.put(ns, f"p/{entry.id}", payload, ttl=ttl)
-        self.store.put(ns, f"m/{entry.id}", meta, ttl=ttl)
+        try:
+            self.store.put(ns, f"m/{entry.id}", meta, ttl=ttl)
+        except Exception:
+            self.store.delete(ns, f"p/{entry.id}")  # an answer without its record is never found again
+            raise
         victims = self._index(entry, vector)
         self._drop(victims, "quota")
         self._count(tenant, cat.name, "inserts")
