@@ -245,3 +245,15 @@ def test_a_failed_record_write_leaves_no_orphan_answer(make_cache) -> None:
     with pytest.raises(OSError):
         cache.insert("t", "m", chat("How do I sort a list in Python?"), answer("Use sorted()."))
     assert not [k for ns, k in store.data if k.startswith("p/")]
+
+
+def test_batched_exact_hits_are_not_embedded(make_cache) -> None:
+    cache = make_cache()
+    cache.insert("t", "m", chat("How do I sort a list in Python?"), answer("Use sorted()."))
+    encoded: list[str] = []
+    encode = cache.encoder.encode
+    cache.encoder.encode = lambda texts, **kw: (encoded.extend(texts), encode(texts, **kw))[1]
+    found = cache.lookup_many([("t", "m", chat("How do I sort a list in Python?"), None),
+                               ("t", "m", chat("How can I sort a list in Python?"), None)])
+    assert [f.outcome for f in found] == ["exact", "semantic"]
+    assert encoded == ["How can I sort a list in Python?"]

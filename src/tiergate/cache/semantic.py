@@ -175,8 +175,8 @@ class SemanticCache:
                 view = parse_request(tenant, model, request)
             except InvalidRequestError:
                 continue
-            if view.semantic_ok and len(view.query) <= self.config.max_query_chars:
-                queries[i] = view.query
+            if view.semantic_ok and len(view.query) <= self.config.max_query_chars and not self._stored(view):
+                queries[i] = view.query  # an exact hit needs no embedding
         vectors = dict(zip(queries, self.encoder.encode(list(queries.values())), strict=True)) if queries else {}
         found = self._search_many({i: items[i][0] for i in vectors}, vectors)
         out = []
@@ -190,6 +190,11 @@ class SemanticCache:
                 result = Lookup("bypass", reason=str(exc))
             out.append(self._record(tenant, result, t0))
         return out
+
+    def _stored(self, view: RequestView) -> bool:
+        with self._lock:
+            entry = self._entries.get(key_label(view.exact_key))
+        return entry is not None and entry.tenant == view.tenant and not entry.expired(self.clock())
 
     def _search_many(self, tenants: dict[int, str], vectors: dict[int, np.ndarray]
                      ) -> dict[int, list[tuple[int, float, str]]]:
