@@ -188,3 +188,8 @@ def test_odd_input_is_a_400_naming_what_is_wrong(gateway, path, body, headers, n
                    headers={**_auth(path), **headers, "Content-Type": "application/json"})
     assert r.status_code == 400, r.text
     assert named in r.json()["error"]["message"]
+
+
+def test_a_build_reading_a_streamed_source_may_not_know_its_total_yet():
+    total = SCHEMA_DOCUMENT["components"]["schemas"]["JobOut"]["properties"]["total"]
+    assert {"type": "null"} in total.get("anyOf", [])

@@ -45,7 +45,7 @@ class BuildJob:
     state: str = "queued"  # queued | running | done | failed | cancelled
     stage: str = ""
     done: int = 0
-    total: int = 0
+    total: int | None = 0  # None while a streamed source is still being read
     error: str | None = None
     created: float = field(default_factory=time.time)
     finished: float | None = None
@@ -93,7 +93,7 @@ class IndexService:
             return
         job.state = "running"
 
-        def progress(stage: str, done: int, total: int) -> None:
+        def progress(stage: str, done: int, total: int | None) -> None:
             job.stage, job.done, job.total = stage, done, total
 
         try:

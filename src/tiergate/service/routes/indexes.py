@@ -62,7 +62,7 @@ class JobOut(BaseModel):
     state: Literal["queued", "running", "done", "failed", "cancelled"]
     stage: str
     done: int
-    total: int
+    total: int | None  # unknown while passages stream in
     progress: float
     error: str | None
     created: float
