@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -52,12 +53,28 @@ def wait_http(url: str, timeout: float = 120.0) -> None:
     raise RuntimeError(f"{url} did not answer 200 within {timeout} s")
 
 
-def spawn(args: list[str], env: dict[str, str] | None = None, cpu: int | None = None) -> subprocess.Popen:
-    proc = subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+def spawn(args: list[str], env: dict[str, str] | None = None, cpu: int | None = None,
+          log: Path | None = None) -> subprocess.Popen:
+    """Start a process; its output goes to `log` (stdout and stderr together) or nowhere."""
+    out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115 (the child keeps it)
+    proc = subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
+    if log is not None:
+        out.close()
     if cpu is not None and hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(proc.pid, {cpu})
     return proc
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process and all its descendants."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    total = proc.memory_info().rss
+    for child in proc.children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):  # it may exit between listing and reading
+            total += child.memory_info().rss
+    return total
 
 
 def markdown_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
@@ -76,3 +93,17 @@ def save(study: str, data: dict[str, Any], markdown: str) -> Path:
     (RESULTS / f"{study}.json").write_text(json.dumps(data, indent=2, default=float))
     (RESULTS / f"{study}.md").write_text(markdown + "\n")
     return RESULTS / f"{study}.png"
+
+
+def gateway_config(tmp: Path, gw_port: int, up_port: int) -> Path:
+    """A gateway whose model `bench-model` is the loopback upstream on `up_port`, with the cache's
+    verification sampling off (a sampled hit goes to the backend by design: not a hit to time)."""
+    config = tmp / "gateway.yaml"
+    config.write_text(
+        f"data_dir: {tmp / 'var'}\n"
+        f"server: {{port: {gw_port}, log_format: json}}\n"
+        "backends:\n"
+        f"  - {{name: up, kind: openai, base_url: 'http://127.0.0.1:{up_port}/v1', models: [bench-model]}}\n"
+        "cache: {budget: {sample_rate: 0.0, warmup_sample_rate: 0.0}}\n"
+    )
+    return config
