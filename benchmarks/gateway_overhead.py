@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import ROOT, free_port, machine, markdown_table, pct, save, spawn, wait_http
+from common import ROOT, free_port, gateway_config, machine, markdown_table, pct, save, spawn, wait_http
 
 BODY = {"model": "bench-model", "messages": [{"role": "user", "content": "hello gateway"}], "max_tokens": 16}
 
@@ -139,16 +139,7 @@ def main() -> None:
     up_port, gw_port = free_port(), free_port()
     upstream = spawn([sys.executable, str(ROOT / "tests" / "upstream_server.py"), str(up_port)], cpu=0)
     tmp = Path(tempfile.mkdtemp(prefix="tiergate-bench-"))
-    config = tmp / "gateway.yaml"
-    config.write_text(
-        f"data_dir: {tmp / 'var'}\n"
-        f"server: {{port: {gw_port}, log_format: json}}\n"
-        "backends:\n"
-        f"  - {{name: up, kind: openai, base_url: 'http://127.0.0.1:{up_port}/v1', models: [bench-model]}}\n"
-        # A verification sample is a miss by design (the backend answers it, then it is stored and
-        # later repeats are exact hits): off, so the semantic row measures semantic hits only.
-        "cache: {budget: {sample_rate: 0.0, warmup_sample_rate: 0.0}}\n"
-    )
+    config = gateway_config(tmp, gw_port, up_port)
     gateway = spawn([str(Path(sys.executable).parent / "tiergate"), "serve", "--config", str(config)],
                     env={"TIERGATE_CONFIG": ""}, cpu=1 if multi else None)
     try:

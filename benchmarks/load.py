@@ -18,7 +18,8 @@ One gateway lives through all phases, sampled for RSS (with children) every `--s
 3. load (`--load-s`): sustained requests/s, latency p50/p99, non-2xx responses and socket errors;
 4. soak (`--soak-s`): the same load, RSS trend (least-squares slope, MB/min) and a verdict;
 5. Redis down: one wrk run of 3 x `--redis-down-s`; Redis is SIGKILLed after the first third and
-   restarted (empty, same port) after the second; requests/s before, during and after, errors.
+   restarted (empty, same port) after the second (`--redis-fault pause`: frozen with SIGSTOP
+   instead, a hung Redis); requests/s before, during and after, errors.
 
 Writes benchmarks/results/load.json, load.md and load.png. Not part of the test suite.
 """
@@ -97,6 +98,14 @@ class RedisServer:
 
     def dbsize(self) -> int:
         return int(self.client().dbsize())
+
+    def pause(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
 
     def kill(self) -> None:
         if self.proc is not None:
@@ -200,9 +209,14 @@ def redis_down_run(url: str, redis: RedisServer, args: argparse.Namespace) -> di
     def outage() -> None:
         time.sleep(down)
         times["killed"] = time.time()
-        redis.kill()
-        time.sleep(down)
-        redis.start()
+        if args.redis_fault == "pause":
+            redis.pause()
+            time.sleep(down)
+            redis.resume()
+        else:
+            redis.kill()
+            time.sleep(down)
+            redis.start()
         times["restarted"] = time.time()
 
     chaos = threading.Thread(target=outage)
@@ -295,12 +309,12 @@ def packaged_generator() -> Path:
     return Path(out.strip().splitlines()[-1])
 
 
-def log_levels(log: Path) -> tuple[dict[str, int], list[str]]:
-    """Counts of the gateway's log lines by level, and a few distinct warning/error messages."""
+def log_levels(log: Path) -> tuple[dict[str, int], dict[str, int]]:
+    """Counts of the gateway's log lines by level, and of its distinct warning and error messages."""
     import orjson
 
     levels: Counter[str] = Counter()
-    examples: dict[str, None] = {}
+    messages: Counter[str] = Counter()
     for line in log.read_text(errors="replace").splitlines():
         try:
             rec = orjson.loads(line)
@@ -309,9 +323,9 @@ def log_levels(log: Path) -> tuple[dict[str, int], list[str]]:
             level, message = "unstructured", line
         levels[level] += 1
         progress = level == "unstructured" and ("it/s]" in line or not line.strip())  # model-loading bars
-        if level != "info" and not progress and len(examples) < 8:
-            examples.setdefault(f"{level}: {message[:200]}", None)
-    return dict(levels), list(examples)
+        if level != "info" and not progress:
+            messages[f"{level}: {re.sub(r'[0-9]+', 'N', message[:160])}"] += 1
+    return dict(levels), dict(messages.most_common(10))
 
 
 def main() -> None:
@@ -321,12 +335,14 @@ def main() -> None:
     parser.add_argument("--soak-s", type=float, default=600)
     parser.add_argument("--redis-down-s", type=float, default=30, help="Redis outage; the run is 3x as long")
     parser.add_argument("--hit-share", type=float, default=0.5, help="share of requests from the repeated pool")
-    parser.add_argument("--pool", type=int, default=200, help="repeated prompts")
+    parser.add_argument("--pool", type=int, default=100, help="repeated prompts")
     parser.add_argument("--hits-s", type=float, default=20, help="a run of pool prompts only (the hit path)")
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--wrk-threads", type=int, default=1)
     parser.add_argument("--timeout-s", type=int, default=10, help="wrk counts slower answers as timeouts")
-    parser.add_argument("--max-entries", type=int, default=200, help="cache quota per tenant and category")
+    parser.add_argument("--max-entries", type=int, default=500, help="cache quota per tenant and category")
+    parser.add_argument("--redis-fault", choices=("kill", "pause"), default="kill",
+                        help="kill: SIGKILL, restart empty; pause: SIGSTOP, then SIGCONT (a hung Redis)")
     parser.add_argument("--sample-s", type=float, default=2.0, help="RSS sampling period")
     parser.add_argument("--pin", action="store_true", help="gateway on core 1; upstream, Redis and wrk on core 0")
     parser.add_argument("--seed", type=int, default=1)
@@ -464,15 +480,16 @@ def report(args: argparse.Namespace, runs: dict[str, dict[str, Any]], sampler: S
         f"- Cache during the soak: {soak_cache['entries_at_start']:.0f} entries at its start, "
         f"{soak_cache['entries_at_end']:.0f} at its end; {soak_cache['inserts']:.0f} inserts and "
         f"{soak_cache['evictions']:.0f} evictions (quota, TTL) during it.", "",
-        "## Redis killed", "",
-        f"Redis SIGKILLed {args.redis_down_s:.0f} s into a {3 * args.redis_down_s:.0f} s run, restarted (empty) "
+        "## Redis down", "",
+        f"Redis {'SIGKILLed' if args.redis_fault == 'kill' else 'frozen (SIGSTOP)'} {args.redis_down_s:.0f} s into "
+        f"a {3 * args.redis_down_s:.0f} s run, {'restarted (empty)' if args.redis_fault == 'kill' else 'resumed'} "
         f"{args.redis_down_s:.0f} s later. Requests/s before **{rd['rps_before']:.0f}**, during "
         f"**{rd['rps_during']:.0f}**, after **{rd['rps_after']:.0f}**; errors {errors['redis_down']}. Redis keys: "
         f"{rd['redis_keys_before_kill']} before the kill, {rd['redis_keys_after_run']} written after the restart "
         "(the shared tier resumed).", "",
         "## Gateway log", "",
         f"Lines by level: {levels or 'none'}. Gateway still running at the end: {alive}.",
-        *[f"- `{e}`" for e in examples], "",
+        *[f"- {n} x `{e}`" for e, n in examples.items()], "",
         "## Targets", "", *[f"- {k}: {'met' if v else 'NOT met'}" for k, v in targets.items()], "",
         f"Plot: load.png (RSS and requests/s over time from {time.strftime('%H:%M:%S', time.localtime(t0))}).",
     ]

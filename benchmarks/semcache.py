@@ -227,18 +227,11 @@ def gateway_hit_latency(rows: list[dict], seconds: float = 4.0) -> dict[str, Any
     import httpx
 
     sys.path.insert(0, str(HERE))
-    from common import ROOT, free_port, spawn, wait_http
+    from common import ROOT, free_port, gateway_config, spawn, wait_http
 
     up_port, gw_port = free_port(), free_port()
     tmp = Path(tempfile.mkdtemp(prefix="tiergate-semcache-"))
-    config = tmp / "gateway.yaml"
-    config.write_text(
-        f"data_dir: {tmp / 'var'}\n"
-        f"server: {{port: {gw_port}, log_format: json}}\n"
-        "backends:\n"
-        f"  - {{name: up, kind: openai, base_url: 'http://127.0.0.1:{up_port}/v1', models: [bench-model]}}\n"
-        "cache: {budget: {sample_rate: 0.0, warmup_sample_rate: 0.0}}\n"
-    )
+    config = gateway_config(tmp, gw_port, up_port)
     upstream = spawn([sys.executable, str(ROOT / "tests" / "upstream_server.py"), str(up_port)])
     gateway = spawn([str(Path(sys.executable).parent / "tiergate"), "serve", "--config", str(config)],
                     env={"TIERGATE_CONFIG": ""}, log=tmp / "gateway.log")
