@@ -485,8 +485,8 @@ def report(args: argparse.Namespace, runs: dict[str, dict[str, Any]], sampler: S
         f"a {3 * args.redis_down_s:.0f} s run, {'restarted (empty)' if args.redis_fault == 'kill' else 'resumed'} "
         f"{args.redis_down_s:.0f} s later. Requests/s before **{rd['rps_before']:.0f}**, during "
         f"**{rd['rps_during']:.0f}**, after **{rd['rps_after']:.0f}**; errors {errors['redis_down']}. Redis keys: "
-        f"{rd['redis_keys_before_kill']} before the kill, {rd['redis_keys_after_run']} written after the restart "
-        "(the shared tier resumed).", "",
+        f"{rd['redis_keys_before_kill']} before the outage, {rd['redis_keys_after_run']} at the end of the run "
+        "(after a kill: all written since the restart, so the shared tier resumed).", "",
         "## Gateway log", "",
         f"Lines by level: {levels or 'none'}. Gateway still running at the end: {alive}.",
         *[f"- {n} x `{e}`" for e, n in examples.items()], "",
