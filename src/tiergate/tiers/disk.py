@@ -160,6 +160,9 @@ class DiskTier:
         self._msize = 0
         self._lock_fd = -1
         self._scrub_thread: threading.Thread | None = None
+        # While the scrub runs, the names of files this process creates: file times come from the
+        # kernel's coarse clock, so a file written just after opening can look older than the open.
+        self._fresh: set[str] | None = None
         self._opened_at = 0.0
         self.open_seconds = 0.0
         self.replayed = 0
@@ -281,6 +284,7 @@ class DiskTier:
     def start_scrub(self) -> None:
         """Start removing uncommitted files in the background (call once the caller has loaded)."""
         if self._scrub_thread is None and self._mfd >= 0:
+            self._fresh = set()
             self._scrub_thread = threading.Thread(
                 target=self._scrub, args=(self._opened_at,), name="tiergate-disk-scrub", daemon=True
             )
@@ -300,6 +304,9 @@ class DiskTier:
                     if f.name in wanted:
                         continue
                     try:
+                        with self._mlock:
+                            if self._fresh is not None and f.name in self._fresh:
+                                continue
                         if f.stat().st_mtime < before:
                             os.unlink(f.path)
                             removed += 1
@@ -307,6 +314,9 @@ class DiskTier:
                         pass
         except OSError as e:
             log.warning("disk tier %s: scrub stopped: %s", self.path, e)
+        finally:
+            with self._mlock:
+                self._fresh = None
         if removed:
             log.info("disk tier %s: removed %d uncommitted object files", self.path, removed)
 
@@ -337,6 +347,9 @@ class DiskTier:
         while True:
             file_id = int.from_bytes(os.urandom(8), "little") >> 1
             path = self.file_path(fk, file_id)
+            with self._mlock:
+                if self._fresh is not None:  # named before it exists, so the scrub never sees it unnamed
+                    self._fresh.add(path.name)
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
                 break
