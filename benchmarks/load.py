@@ -415,6 +415,8 @@ def report(args: argparse.Namespace, runs: dict[str, dict[str, Any]], sampler: S
     levels, examples = log_levels(log)
     load, rd = runs["load"], runs["redis_down"]
     rows = [summary_row(phase, r) for phase, r in runs.items()]
+    for row in rows:  # median cores the gateway process used (all its threads) in each phase
+        row["gw_cores"] = pct([s["cpu_pct"] / 100 for s in sampler.in_phase(row["phase"])], 50)
     measured = ("load", "soak", "redis_down")
     errors = {p: runs[p]["non_2xx"] + runs[p]["socket_errors"] for p in measured}
     loadavg = [s["loadavg_1m"] for s in sampler.samples if s["phase"] != "idle"]
@@ -463,7 +465,8 @@ def report(args: argparse.Namespace, runs: dict[str, dict[str, Any]], sampler: S
         f"{args.max_entries} entries per category), tiers host + disk (write-through, fsync) + Redis (a private "
         "redis-server), auth with an API key, JSON logs at warning level.", "",
         markdown_table(rows, ["phase", "seconds", "requests", "rps", "p50_ms", "p99_ms", "p99.9_ms", "max_ms",
-                              "hit_rate", "non_2xx", "socket_errors"]), "",
+                              "hit_rate", "gw_cores", "non_2xx", "socket_errors"]), "",
+        "gw_cores: median CPU cores used by the gateway process (all threads) while the phase ran.", "",
         "hit_rate: share of answers served from the cache (exact, semantic or coalesced). `hits_only` asks pool "
         "prompts only (all seen before): the hit path's own rate. Cache outcomes (X-Tiergate-Cache) per phase:", "",
         markdown_table(outcome_rows, ["phase", "exact", "semantic", "coalesced", "miss", "bypass"]), "",
