@@ -61,6 +61,9 @@ FullKey = tuple[str, str]
 GPU, HOST, DISK, REDIS = TierName.GPU, TierName.HOST, TierName.DISK, TierName.REDIS
 
 
+_MIN_EXPIRY_LIMIT = 4096  # expiry-heap items kept before the first rebuild
+
+
 @dataclass(slots=True, eq=False)
 class _Entry:
     meta: ObjectMeta
@@ -118,6 +121,7 @@ class TieredStore:
         self._entries: dict[FullKey, _Entry] = {}
         self._gen = 0
         self._expiry: list[tuple[float, int, FullKey]] = []
+        self._expiry_limit = _MIN_EXPIRY_LIMIT  # rebuild the heap when it grows past this
         self.stats_book = StatsBook()
         self._tiers: dict[TierName, _TierState] = {}
         self.gpu: GpuTier | None = None
@@ -639,7 +643,7 @@ class TieredStore:
                         tier=str(tier or (mem_tier or HOST)),
                     )
             elif meta.expires_at is not None:
-                heapq.heappush(self._expiry, (meta.expires_at, e.gen, fk))
+                self._push_expiry(meta.expires_at, e.gen, fk)
         self._finish(work)
         if refused is not None:
             raise refused
@@ -1001,7 +1005,7 @@ class TieredStore:
                 if e.local:
                     self.stats_book.add(REDIS, fk[0], promotions=1)
                     if meta.expires_at is not None:
-                        heapq.heappush(self._expiry, (meta.expires_at, e.gen, fk))
+                        self._push_expiry(meta.expires_at, e.gen, fk)
                 else:
                     self._drop(e)
         self._finish(work)
@@ -1135,6 +1139,22 @@ class TieredStore:
         return done
 
     # ---- expiry --------------------------------------------------------------------------------
+
+    def _push_expiry(self, expires_at: float, gen: int, fk: FullKey) -> None:
+        """Lock held. Deleted and overwritten objects leave their items in the heap until their
+        time comes (days, for cache entries), so a store with steady churn would grow it without
+        bound: once it is twice the size it had after the last rebuild, keep only live items."""
+        heapq.heappush(self._expiry, (expires_at, gen, fk))
+        if len(self._expiry) <= self._expiry_limit:
+            return
+        live = []
+        for item in self._expiry:
+            e = self._entries.get(item[2])
+            if e is not None and e.gen == item[1]:
+                live.append(item)
+        heapq.heapify(live)
+        self._expiry = live
+        self._expiry_limit = max(_MIN_EXPIRY_LIMIT, 2 * len(live))
 
     def sweep(self) -> int:
         """Remove expired objects now; returns how many. Pinned objects wait until unpinned."""
