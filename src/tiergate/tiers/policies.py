@@ -110,7 +110,8 @@ class GDSFPolicy:
         """Bulk insert into an empty policy (reopening a store): one heapify instead of n pushes."""
         clock, prio = self.clock, self._prio
         for seq, (k, m) in enumerate(items, start=next(self._seq)):
-            prio[k] = (clock + (m.hits + 1) * max(m.cost, 0.0) / max(m.size, 1), seq)
+            cost, size = m.cost, m.size  # the same as priority(), inlined: this runs once per stored object
+            prio[k] = (clock + (m.hits + 1) * (cost if cost > 0.0 else 0.0) / (size if size > 1 else 1), seq)
         self._seq = itertools.count(next(self._seq) + len(items))
         self._heap = [(p, s, k) for k, (p, s) in prio.items()]
         heapq.heapify(self._heap)
