@@ -5,9 +5,12 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
 
 from tiergate import __version__
 from tiergate.cache import SemanticCache
@@ -31,6 +34,7 @@ from tiergate.service.metrics import Metrics
 from tiergate.service.middleware import RequestContextMiddleware
 from tiergate.service.ratelimit import RateLimiter
 from tiergate.service.routes import admin, health, indexes, openai
+from tiergate.service.schemas import COMPONENT_REF, ChatCompletionRequest
 from tiergate.tiers import TieredStore, TierStatsCollector
 
 log = logging.getLogger(__name__)
@@ -123,6 +127,7 @@ def create_app(settings: Settings) -> FastAPI:
             svc.store.close()
 
     app = FastAPI(title="tiergate", version=__version__, lifespan=lifespan)
+    _document_bodies(app, [ChatCompletionRequest])
     app.state.services = svc
     errors.install(app)
     app.include_router(openai.router)
@@ -136,3 +141,20 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(RequestContextMiddleware, metrics=metrics, max_body_bytes=settings.server.max_body_bytes,
                        observers=svc.request_observers)
     return app
+
+
+def _document_bodies(app: FastAPI, models: list[type[BaseModel]]) -> None:
+    """Add the schemas of bodies that routes parse themselves (see `deps.json_body`) to the OpenAPI
+    components, where those routes' `openapi_extra` refers to them."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            _, defs = models_json_schema([(m, "validation") for m in models], ref_template=COMPONENT_REF)
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for name, definition in defs.get("$defs", {}).items():
+                components.setdefault(name, definition)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

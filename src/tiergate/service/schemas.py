@@ -214,6 +214,15 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorResponse, "description": ERROR_DESCRIPTIONS[status]} for status in statuses}
 
 
+COMPONENT_REF = "#/components/schemas/{model}"
+
+
+def body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """`openapi_extra=` for a route that parses its own body (see `deps.json_body`)."""
+    ref = COMPONENT_REF.format(model=model.__name__)
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": ref}}}}}
+
+
 EXTENSIONS = frozenset({"category", "documents", "retrieval", "kv"})
 
 
