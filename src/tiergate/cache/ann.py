@@ -1,10 +1,13 @@
 """In-memory ANN over query embeddings: one HNSW graph per (tenant, category) partition.
 
-faiss `IndexHNSWSQ` with fp16 vectors and inner product (cosine on normalised vectors): about
-768 bytes of vector plus ~130 bytes of graph per entry, a third of hnswlib's float32 storage.
+faiss `IndexHNSWSQ` with inner product (cosine on normalised vectors). Vectors are kept as 8-bit
+codes on a uniform grid over [-vector_range, vector_range] (384 bytes for MiniLM's 384 dims, a
+half of fp16; cosines within about 0.002 of the exact ones when the range fits the model's
+components, see `vector_range`), or as fp16 when no range is given. The graph adds ~140 bytes.
 HNSW in faiss has no delete, so deletions are tombstones filtered out of results; a partition
 is rebuilt from its own stored vectors once the tombstoned share passes `compact_ratio`.
-Labels are the caller's 63-bit entry ids. Not thread-safe on its own: the cache holds a lock.
+Ids are the caller's small non-negative integers (row numbers): both directions of the id <->
+position map are dense int32 arrays. Not thread-safe on its own: the cache holds a lock.
 """
 
 from __future__ import annotations
@@ -14,70 +17,95 @@ from typing import Any
 import numpy as np
 
 
+def vector_range(samples: np.ndarray, *, margin: float = 1.25) -> float:
+    """The 8-bit grid's half-width for a model: its largest component over sample embeddings,
+    with a margin (a component beyond it is clipped, costing that vector a little precision)."""
+    if samples.size == 0:
+        return 1.0  # no sample: any unit vector fits, coarsely
+    return float(min(1.0, margin * float(np.abs(samples).max())))
+
+
 class AnnIndex:
-    def __init__(self, dim: int, *, m: int = 16, ef_construction: int = 80, ef_search: int = 48,
-                 compact_ratio: float = 0.25) -> None:
+    def __init__(
+        self,
+        dim: int,
+        *,
+        m: int = 16,
+        ef_construction: int = 80,
+        ef_search: int = 48,
+        compact_ratio: float = 0.25,
+        vector_range: float | None = None,
+    ) -> None:
         self.dim = dim
         self.m = m
         self.ef_construction = ef_construction
         self.ef_search = ef_search
         self.compact_ratio = compact_ratio
+        self.vector_range = vector_range
         self._index = self._new()
-        self._labels = np.zeros(0, dtype=np.int64)  # faiss position -> label
-        self._count = 0
-        self._where: dict[int, int] = {}  # live label -> faiss position
+        self._ids = np.zeros(0, dtype=np.int32)  # faiss position -> id (-1: deleted)
+        self._pos = np.zeros(0, dtype=np.int32)  # id -> faiss position (-1: absent)
+        self._count = 0  # positions used, live or deleted
+        self._live = 0
         self._dead = 0
 
     def _new(self) -> Any:
         import faiss  # here, not at module level: importing the settings must not need faiss
 
-        index = faiss.IndexHNSWSQ(self.dim, faiss.ScalarQuantizer.QT_fp16, self.m, faiss.METRIC_INNER_PRODUCT)
+        sq = faiss.ScalarQuantizer
+        qtype = sq.QT_fp16 if self.vector_range is None else sq.QT_8bit_uniform
+        index = faiss.IndexHNSWSQ(self.dim, qtype, self.m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = self.ef_construction
         index.hnsw.efSearch = self.ef_search
-        if not index.is_trained:
+        if self.vector_range is None:
             index.train(np.zeros((1, self.dim), dtype=np.float32))
+        else:  # the grid's bounds are the range of the training vectors
+            r = self.vector_range
+            index.train(np.array([[-r] * self.dim, [r] * self.dim], dtype=np.float32))
         return index
 
     def __len__(self) -> int:
-        return len(self._where)
+        return self._live
 
-    def __contains__(self, label: int) -> bool:
-        return label in self._where
+    def __contains__(self, ident: int) -> bool:
+        return 0 <= ident < len(self._pos) and self._pos[ident] >= 0
 
-    def add(self, labels: np.ndarray | list[int], vectors: np.ndarray) -> None:
-        """Add vectors (n, dim) under labels; a label already present is replaced."""
-        labels = np.asarray(labels, dtype=np.int64)
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(labels), self.dim)
-        for label in labels:
-            self.remove(int(label))
+    def add(self, ids: np.ndarray | list[int], vectors: np.ndarray) -> None:
+        """Add vectors (n, dim) under ids; an id already present is replaced."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if len(ids) and (ids.min() < 0 or ids.max() >= np.iinfo(np.int32).max):
+            raise ValueError("ANN ids are row numbers: non-negative and under 2**31")
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(ids), self.dim)
+        for ident in ids:
+            self.remove(int(ident))
         start = self._count
         self._index.add(vectors)
-        self._count += len(labels)
-        if self._count > len(self._labels):
-            grown = np.zeros(max(self._count, 2 * len(self._labels), 64), dtype=np.int64)
-            grown[: len(self._labels)] = self._labels
-            self._labels = grown
-        self._labels[start: self._count] = labels
-        for i, label in enumerate(labels):
-            self._where[int(label)] = start + i
+        self._count += len(ids)
+        self._ids = _grown(self._ids, self._count)
+        self._ids[start : self._count] = ids
+        if len(ids):
+            self._pos = _grown(self._pos, int(ids.max()) + 1)
+            self._pos[ids] = np.arange(start, self._count, dtype=np.int32)
+        self._live += len(ids)
 
-    def remove(self, label: int) -> bool:
-        pos = self._where.pop(label, None)
-        if pos is None:
+    def remove(self, ident: int) -> bool:
+        if ident not in self:
             return False
-        self._labels[pos] = -1
+        self._ids[self._pos[ident]] = -1
+        self._pos[ident] = -1
+        self._live -= 1
         self._dead += 1
         if self._dead > 64 and self._dead > self.compact_ratio * self._count:
             self._compact()
         return True
 
     def search(self, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
-        """The k nearest live entries as (label, cosine similarity), best first."""
+        """The k nearest live entries as (id, cosine similarity), best first."""
         return self.search_many(np.asarray(vector).reshape(1, -1), k)[0]
 
     def search_many(self, vectors: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
         """`search` for several query vectors in one call (one pass of the index's threads)."""
-        if not self._where:
+        if not self._live:
             return [[] for _ in range(len(vectors))]
         want = min(self._count, k + min(self._dead, 4 * k))
         sims, pos = self._index.search(np.ascontiguousarray(vectors, dtype=np.float32), want)
@@ -87,33 +115,45 @@ class AnnIndex:
             for s, p in zip(row_sims, row_pos, strict=True):
                 if p < 0:
                     continue
-                label = int(self._labels[p])
-                if label >= 0:
-                    out.append((label, float(s)))
+                ident = int(self._ids[p])
+                if ident >= 0:
+                    out.append((ident, float(s)))
                     if len(out) == k:
                         break
             results.append(out)
         return results
 
-    def vectors(self, labels: list[int]) -> np.ndarray:
-        """The stored (fp16-rounded) vectors of live labels."""
-        out = np.zeros((len(labels), self.dim), dtype=np.float32)
-        for i, label in enumerate(labels):
-            out[i] = self._index.storage.reconstruct(self._where[label])
+    def vectors(self, ids: list[int]) -> np.ndarray:
+        """The stored (quantised) vectors of live ids."""
+        out = np.zeros((len(ids), self.dim), dtype=np.float32)
+        for i, ident in enumerate(ids):
+            out[i] = self._index.storage.reconstruct(int(self._pos[ident]))
         return out
 
     def _compact(self) -> None:
-        live = list(self._where)
+        live = [int(i) for i in self._ids[: self._count] if i >= 0]
         vecs = self.vectors(live) if live else np.zeros((0, self.dim), dtype=np.float32)
         self._index = self._new()
-        self._labels = np.zeros(0, dtype=np.int64)
-        self._count = 0
-        self._where = {}
-        self._dead = 0
+        self._ids = np.zeros(0, dtype=np.int32)
+        self._pos[:] = -1
+        self._count = self._live = self._dead = 0
         if live:
-            self.add(live, vecs)
+            self.add(live, vecs)  # decoded codes re-encode to the same codes
 
     def memory_bytes(self) -> int:
-        """Bytes held: vectors, graph links and the label maps (approximate for the dict)."""
-        index_bytes = self._count * (self.dim * 2 + self.m * 2 * 4 + 8) + self._count // self.m * self.m * 4 * 2
-        return index_bytes + self._labels.nbytes + len(self._where) * 100
+        """Bytes held: vector codes, graph links (level 0 holds 2*m, each upper level m; a node
+        reaches level l with probability m**-l), per-node offsets and levels, and the id maps."""
+        import faiss
+
+        code = faiss.downcast_index(self._index.storage).code_size
+        links = 4 * (2 * self.m + self.m / (self.m - 1))
+        return int(self._count * (code + links + 8 + 4)) + self._ids.nbytes + self._pos.nbytes
+
+
+def _grown(arr: np.ndarray, size: int) -> np.ndarray:
+    """`arr` with room for `size` items (doubling; new slots -1)."""
+    if size <= len(arr):
+        return arr
+    grown = np.full(max(size, 2 * len(arr), 64), -1, dtype=arr.dtype)
+    grown[: len(arr)] = arr
+    return grown

@@ -43,6 +43,10 @@ class CategoryClassifier:
                 mats.append(encoder.encode(list(cat.examples)))
         self._examples = mats
 
+    def example_vectors(self) -> np.ndarray:
+        """The embeddings of every category's example prompts, stacked."""
+        return np.concatenate(self._examples) if self._examples else np.zeros((0, 0), dtype=np.float32)
+
     def resolve(self, name: str) -> str:
         """Validate an explicit category (header or request field)."""
         name = name.strip().lower()

@@ -8,6 +8,8 @@ verification samples measure.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
@@ -67,6 +69,10 @@ class AnnConfig(_Section):
     ef_construction: int = Field(80, ge=8)
     ef_search: int = Field(96, ge=8)
     candidates: int = Field(8, ge=1, le=64, description="Nearest entries examined per semantic lookup.")
+    vector_bits: Literal[8, 16] = Field(
+        8, description="Bits per vector component in memory: 8 (a grid fitted to the model's embeddings, half "
+        "the bytes) or 16 (fp16).",
+    )
     compact_ratio: float = Field(0.25, gt=0.0, lt=1.0, description="Rebuild a partition when this share is deleted.")
 
 

@@ -21,7 +21,7 @@ import logging
 import random
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -29,19 +29,20 @@ import numpy as np
 import orjson
 from prometheus_client import CollectorRegistry
 
-from tiergate.cache.ann import AnnIndex
+from tiergate.cache.ann import AnnIndex, vector_range
 from tiergate.cache.batcher import LookupBatcher
 from tiergate.cache.budget import ThresholdController
 from tiergate.cache.categories import CategoryClassifier, Classification, Encoder
 from tiergate.cache.compare import AnswerComparator, Verdict
 from tiergate.cache.config import CacheConfig, CategoryConfig
 from tiergate.cache.encoder import query_encoder
-from tiergate.cache.entries import Entry, EntryStore, decode_meta, encode_meta, tenant_namespace
+from tiergate.cache.entries import Entry, EntryStore, Meta, decode_meta, encode_meta, is_current, tenant_namespace
 from tiergate.cache.guard import Guard
 from tiergate.cache.invalidation import Invalidator
 from tiergate.cache.keys import RequestView, cacheable, key_label, parse_request
 from tiergate.cache.lexicon import Lexicon
 from tiergate.cache.metrics import CacheMetrics
+from tiergate.cache.table import EntryTable
 from tiergate.errors import InvalidRequestError
 
 log = logging.getLogger(__name__)
@@ -93,15 +94,6 @@ class Lookup:
         return out
 
 
-class _Partition:
-    """One tenant's entries of one category: ANN index plus recency order for the quota."""
-
-    def __init__(self, ann: AnnIndex) -> None:
-        self.ann = ann
-        self.lru: OrderedDict[int, None] = OrderedDict()
-        self.bytes = 0
-
-
 class SemanticCache:
     def __init__(
         self,
@@ -129,9 +121,11 @@ class SemanticCache:
         self.batcher = LookupBatcher(self)
         self.metrics = CacheMetrics(registry) if registry is not None else None
         self._lock = threading.RLock()
-        self._entries: dict[int, Entry] = {}
-        self._parts: dict[tuple[str, str], _Partition] = {}
-        self._tenant_parts: dict[str, dict[str, _Partition]] = {}
+        self._parts: dict[tuple[str, str], EntryTable] = {}
+        self._tenant_parts: dict[str, dict[str, EntryTable]] = {}
+        # 8-bit vectors on a grid that fits this model's embeddings (see ann.vector_range).
+        examples = self.classifier.example_vectors()
+        self._vector_range = vector_range(examples) if config.ann.vector_bits == 8 else None
         self._tenants: dict[str, str] = {}  # tenant -> namespace
         self._counts: dict[tuple[str, str], Counter[str]] = {}
         self._pressure: dict[str, float] = {}
@@ -193,8 +187,8 @@ class SemanticCache:
 
     def _stored(self, view: RequestView) -> bool:
         with self._lock:
-            entry = self._entries.get(key_label(view.exact_key))
-        return entry is not None and entry.tenant == view.tenant and not entry.expired(self.clock())
+            entry = self._find(view.tenant, key_label(view.exact_key))
+        return entry is not None and not entry.expired(self.clock())
 
     def _search_many(self, tenants: dict[int, str], vectors: dict[int, np.ndarray]
                      ) -> dict[int, list[tuple[int, float, str]]]:
@@ -209,7 +203,7 @@ class SemanticCache:
             for tenant, idx in by_tenant.items():
                 mat = np.stack([vectors[i] for i in idx])
                 for name, part in self._tenant_parts.get(tenant, {}).items():
-                    for i, hits in zip(idx, part.ann.search_many(mat, k), strict=True):
+                    for i, hits in zip(idx, part.search_many(mat, k), strict=True):
                         out[i].extend((label, sim, name) for label, sim in hits)
         for hits in out.values():
             hits.sort(key=lambda x: -x[1])
@@ -241,8 +235,8 @@ class SemanticCache:
         now = self.clock()
         label = key_label(view.exact_key)
         with self._lock:
-            entry = self._entries.get(label)
-        if entry is not None and entry.tenant == tenant and not entry.expired(now):
+            entry = self._find(tenant, label)
+        if entry is not None and not entry.expired(now):
             payload = self.store.get(self._ns(tenant), f"p/{entry.id}", as_="bytes")
             if payload is not None:
                 self._touch(entry, now)
@@ -279,9 +273,11 @@ class SemanticCache:
         with self._lock:
             parts = list(self._tenant_parts.get(tenant, {}).items())
             if found is None:
-                found = [(label, sim, name) for name, part in parts for label, sim in part.ann.search(vector, k)]
+                found = [(label, sim, name) for name, part in parts for label, sim in part.search(vector, k)]
                 found.sort(key=lambda x: -x[1])
-            candidates = [(self._entries.get(label), sim, name) for label, sim, name in found[:k]]
+            tables = dict(parts)
+            candidates = [(tables[name].get(label) if name in tables else None, sim, name)
+                          for label, sim, name in found[:k]]
         other = {name: self.threshold(name, model) for name, _ in parts}
         candidates = [c for c in candidates if c[2] in other]  # a partition made since the batch search
         expired = []
@@ -331,9 +327,12 @@ class SemanticCache:
         blob = self.store.get(self._ns(entry.tenant), f"m/{entry.id}", as_="bytes")
         if blob is None:
             return False
-        _, _, meta = decode_meta(entry.label, bytes(blob))
-        theirs = list(meta.get("history", []))
-        if len(theirs) != len(view.history) or meta.get("history_shape") != _shape_digest(view):
+        try:
+            meta = decode_meta(entry.label, bytes(blob), entry.tenant)
+        except ValueError:
+            return False
+        theirs = list(meta.history)
+        if len(theirs) != len(view.history) or meta.history_shape != _shape_digest(view):
             return False
         vecs = self.encoder.encode(list(view.history) + theirs)
         n = len(theirs)
@@ -399,12 +398,10 @@ class SemanticCache:
         entry = Entry(
             label=label, tenant=tenant, category=cat.name, model=model, setting=key_label(view.setting_key),
             context=key_label(view.context_key), query=view.query, history=len(view.history),
-            created_at=now, expires_at=None if ttl is None else now + ttl, size=len(payload), hit_at=now,
+            expires_at=None if ttl is None else now + ttl, size=len(payload),
         )
         ns = self._register(tenant)
-        vec = vector if vector is not None else np.zeros(self.embedder.dim, dtype=np.float32)
-        meta = encode_meta(entry, vec, view.history, {"semantic": vector is not None,
-                                                      "history_shape": _shape_digest(view)})
+        meta = encode_meta(entry, vector, created_at=now, history=view.history, history_shape=_shape_digest(view))
         self.store.put(ns, f"p/{entry.id}", payload, ttl=ttl)
         try:
             self.store.put(ns, f"m/{entry.id}", meta, ttl=ttl)
@@ -424,19 +421,14 @@ class SemanticCache:
         """Add an entry to memory; returns the entries the quota pushes out."""
         cat = self._cat(entry.category)
         with self._lock:
-            old = self._entries.get(entry.label)
-            if old is not None:
-                self._forget(old)
+            for other in self._tenant_parts.get(entry.tenant, {}).values():
+                other.remove(entry.label)  # the same request filed under another category before
             part = self._partition(entry.tenant, entry.category)
-            self._entries[entry.label] = entry
-            part.lru[entry.label] = None
-            part.bytes += entry.size
-            if vector is not None:
-                part.ann.add([entry.label], vector.reshape(1, -1))
+            part.add(entry, vector)
             victims = []
-            while len(part.lru) > cat.max_entries or part.bytes > cat.max_bytes:
-                victim = self._entries[next(iter(part.lru))]
-                if victim.label == entry.label:
+            while len(part) > cat.max_entries or part.bytes > cat.max_bytes:
+                victim = part.least_recent()
+                if victim is None or victim.label == entry.label:
                     break
                 self._forget(victim)
                 victims.append(victim)
@@ -459,7 +451,7 @@ class SemanticCache:
         if sample.kind == "hit" and not verdict.agreed:
             self._count(sample.tenant, sample.category, "false_hits")
             with self._lock:
-                entry = self._entries.get(int(sample.entry_id, 16))
+                entry = self._find(sample.tenant, int(sample.entry_id, 16))
             if entry is not None:
                 self._drop([entry], "false_hit")
         if self.metrics is not None:
@@ -522,12 +514,10 @@ class SemanticCache:
         label = int(f["entry_id"], 16) if f.get("entry_id") else None
         with self._lock:
             victims = [
-                e for e in self._entries.values()
-                if (f.get("tenant") is None or e.tenant == f["tenant"])
-                and (f.get("category") is None or e.category == f["category"])
-                and (f.get("model") is None or e.model == f["model"])
-                and (label is None or e.label == label)
-                and (prefix is None or e.query.lower().startswith(prefix))
+                e for (tenant, category), part in self._parts.items()
+                if (f.get("tenant") is None or tenant == f["tenant"])
+                and (f.get("category") is None or category == f["category"])
+                for e in part.matching(f.get("model"), label, prefix)
             ]
         self._drop(victims, "invalidated")
         if self.metrics is not None and victims:
@@ -550,48 +540,65 @@ class SemanticCache:
         now = self.clock()
         for tenant, ns in orjson.loads(bytes(raw)):
             self._tenants[tenant] = ns
-            batches: dict[str, list[tuple[Entry, np.ndarray | None]]] = {}
+            batches: dict[str, list[Meta]] = {}
             for key in self.store.keys(ns):
                 if not key.startswith("m/"):
                     continue
-                loaded = self._read_entry(ns, key[2:])
-                if loaded is None:
+                meta = self._read_entry(ns, key[2:], tenant)
+                if meta is None:
                     continue
-                entry, vector = loaded
-                if entry.expired(now) or self.config.category(entry.category) is None:
-                    self._delete_stored(ns, entry.id)
+                if meta.entry.expired(now) or self.config.category(meta.entry.category) is None:
+                    self._delete_stored(ns, meta.entry.id)
                     continue
-                batches.setdefault(entry.category, []).append((entry, vector))
+                batches.setdefault(meta.entry.category, []).append(meta)
             for cat_name, items in batches.items():
-                items.sort(key=lambda it: it[0].created_at)
+                items.sort(key=lambda m: m.created_at)
                 victims: list[Entry] = []
-                for entry, vector in items:
-                    victims += self._index(entry, vector)
+                for meta in items:
+                    victims += self._index(meta.entry, meta.vector)
                 for v in victims:
                     self._delete_stored(ns, v.id)
                 log.info("cache: loaded %d entries of %s/%s", len(items) - len(victims), tenant, cat_name)
 
-    def _read_entry(self, ns: str, entry_id: str) -> tuple[Entry, np.ndarray | None] | None:
+    def _read_entry(self, ns: str, entry_id: str, tenant: str) -> Meta | None:
+        """The decoded record of an entry; an unreadable one is logged and deleted, and one in
+        the first (JSON) format is rewritten in the current one."""
         blob = self.store.get(ns, f"m/{entry_id}", as_="bytes")
         if blob is None:
             return None
+        blob = bytes(blob)
         try:
-            entry, vector, meta = decode_meta(int(entry_id, 16), bytes(blob))
-        except (ValueError, KeyError, orjson.JSONDecodeError):
-            log.warning("cache: unreadable entry %s/%s dropped", ns, entry_id)
+            meta = decode_meta(int(entry_id, 16), blob, tenant)
+            if meta.vector is not None and meta.vector.shape != (self.embedder.dim,):
+                raise ValueError(f"a {meta.vector.size}-dim vector, the embedder has {self.embedder.dim}")
+        except ValueError as exc:
+            log.warning("cache: unreadable entry %s/%s dropped: %s", ns, entry_id, exc)
             self._delete_stored(ns, entry_id)
             return None
-        return entry, (vector if meta.get("semantic", True) else None)
+        if not is_current(blob):
+            self._rewrite(ns, meta)
+        return meta
+
+    def _rewrite(self, ns: str, meta: Meta) -> None:
+        entry = meta.entry
+        ttl = None if entry.expires_at is None else entry.expires_at - self.clock()
+        if ttl is not None and ttl <= 0:
+            return
+        record = encode_meta(entry, meta.vector, created_at=meta.created_at, history=meta.history,
+                             history_shape=meta.history_shape)
+        try:
+            self.store.put(ns, f"m/{entry.id}", record, ttl=ttl)
+        except Exception as exc:  # the old record still serves; it is rewritten on a later start
+            log.warning("cache: could not rewrite entry %s/%s in the current format: %s", ns, entry.id, exc)
 
     def _load_one(self, tenant: str, entry_id: str) -> None:
         ns = self._register(tenant)
-        loaded = self._read_entry(ns, entry_id)
-        if loaded is None:
+        meta = self._read_entry(ns, entry_id, tenant)
+        if meta is None:
             return
-        entry, vector = loaded
-        if self.config.category(entry.category) is None or entry.expired(self.clock()):
+        if self.config.category(meta.entry.category) is None or meta.entry.expired(self.clock()):
             return
-        self._drop(self._index(entry, vector), "quota")
+        self._drop(self._index(meta.entry, meta.vector), "quota")
 
     def _register(self, tenant: str) -> str:
         ns = self._tenants.get(tenant)
@@ -622,27 +629,35 @@ class SemanticCache:
             raise KeyError(f"unknown category {name!r}")
         return cat
 
-    def _partition(self, tenant: str, category: str) -> _Partition:
+    def _partition(self, tenant: str, category: str) -> EntryTable:
         part = self._parts.get((tenant, category))
         if part is None:
             a = self.config.ann
-            part = _Partition(AnnIndex(self.embedder.dim, m=a.m, ef_construction=a.ef_construction,
-                                       ef_search=a.ef_search, compact_ratio=a.compact_ratio))
+            ann = AnnIndex(self.embedder.dim, m=a.m, ef_construction=a.ef_construction, ef_search=a.ef_search,
+                           compact_ratio=a.compact_ratio, vector_range=self._vector_range)
+            part = EntryTable(tenant, category, ann)
             self._parts[(tenant, category)] = part
             self._tenant_parts.setdefault(tenant, {})[category] = part
         return part
 
+    def _find(self, tenant: str, label: int) -> Entry | None:
+        """The tenant's entry under `label`, in whichever category it is filed (lock held)."""
+        for part in self._tenant_parts.get(tenant, {}).values():
+            entry = part.get(label)
+            if entry is not None:
+                return entry
+        return None
+
+    def entry(self, tenant: str, entry_id: str) -> Entry | None:
+        """The tenant's entry with this id, or None."""
+        with self._lock:
+            return self._find(tenant, int(entry_id, 16))
+
     def _forget(self, entry: Entry) -> bool:
-        """Remove from memory (lock held). False when it was not there."""
-        if self._entries.get(entry.label) is not entry:
-            return False
-        del self._entries[entry.label]
+        """Remove from memory (lock held). False when it was not there, or a later entry has
+        taken its label."""
         part = self._parts.get((entry.tenant, entry.category))
-        if part is not None:
-            part.ann.remove(entry.label)
-            if part.lru.pop(entry.label, 0) is None:
-                part.bytes -= entry.size
-        return True
+        return part is not None and part.remove(entry.label, entry.stamp)
 
     def _drop(self, entries: list[Entry], reason: str) -> None:
         if not entries:
@@ -660,9 +675,8 @@ class SemanticCache:
     def _touch(self, entry: Entry, now: float) -> None:
         with self._lock:
             part = self._parts.get((entry.tenant, entry.category))
-            if part is not None and entry.label in part.lru:
-                part.lru.move_to_end(entry.label)
-            entry.hit_at = now
+            if part is not None:
+                part.touch(entry.label)
 
     def _count(self, tenant: str, category: str, what: str) -> None:
         with self._lock:
@@ -672,7 +686,7 @@ class SemanticCache:
         if self.metrics is None:
             return
         parts = [p for (_, c), p in self._parts.items() if c == category]
-        self.metrics.entries.labels(category).set(sum(len(p.lru) for p in parts))
+        self.metrics.entries.labels(category).set(sum(len(p) for p in parts))
         self.metrics.bytes.labels(category).set(sum(p.bytes for p in parts))
 
     def _gauge_threshold(self, category: str) -> None:
@@ -682,7 +696,7 @@ class SemanticCache:
     # ------------------------------------------------------------------ admin
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return sum(len(p) for p in self._parts.values())
 
     def stats(self) -> dict[str, Any]:
         """Counts per tenant and category, thresholds in force, entries and bytes."""
@@ -692,7 +706,7 @@ class SemanticCache:
                 tenants.setdefault(tenant, {})[cat] = dict(counts)
             for (tenant, cat), part in self._parts.items():
                 row = tenants.setdefault(tenant, {}).setdefault(cat, {})
-                row["entries"] = len(part.lru)
+                row["entries"] = len(part)
                 row["payload_bytes"] = part.bytes
             categories = {}
             for c in self.config.categories:
@@ -714,13 +728,13 @@ class SemanticCache:
                     "ttl_s": c.ttl_s,
                     "max_entries": c.max_entries,
                     "max_bytes": c.max_bytes,
-                    "entries": sum(len(p.lru) for (_, cc), p in self._parts.items() if cc == c.name),
+                    "entries": sum(len(p) for (_, cc), p in self._parts.items() if cc == c.name),
                     "payload_bytes": sum(p.bytes for (_, cc), p in self._parts.items() if cc == c.name),
                 }
-            index_bytes = sum(p.ann.memory_bytes() for p in self._parts.values())
+            index_bytes = sum(p.memory_bytes() for p in self._parts.values())
             return {
                 "enabled": self.config.enabled,
-                "entries": len(self._entries),
+                "entries": sum(len(p) for p in self._parts.values()),
                 "payload_bytes": sum(p.bytes for p in self._parts.values()),
                 "index_bytes": index_bytes,
                 "pressure": dict(self._pressure),
