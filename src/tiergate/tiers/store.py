@@ -63,6 +63,7 @@ GPU, HOST, DISK, REDIS = TierName.GPU, TierName.HOST, TierName.DISK, TierName.RE
 
 
 _MIN_EXPIRY_LIMIT = 4096  # expiry-heap items kept before the first rebuild
+_DISK_READERS = 4  # parallel object reads in get_many
 
 
 @dataclass(slots=True, eq=False)
@@ -147,6 +148,7 @@ class TieredStore:
         if self.disk is not None:
             self._load_disk()
         self._executor = ThreadPoolExecutor(cfg.prefetch_workers, thread_name_prefix="tiergate-prefetch")
+        self._readers = ThreadPoolExecutor(_DISK_READERS, thread_name_prefix="tiergate-disk-read")
         self._stop = threading.Event()
         self._closed = False
         self._sweeper: threading.Thread | None = None
@@ -217,6 +219,7 @@ class TieredStore:
         if self._sweeper is not None:
             self._sweeper.join()
         self._executor.shutdown(wait=True, cancel_futures=True)
+        self._readers.shutdown(wait=True)
         with self._lock:
             if self.disk is not None:
                 self.disk.close()
@@ -772,12 +775,15 @@ class TieredStore:
         out: dict[str, Any] = {}
         missing: list[FullKey] = []
         fks = [self._fk(namespace, k) for k in keys]
-        # Disk objects are read one after the other on this thread. Measured slower: asking the
-        # kernel to read the whole batch ahead (POSIX_FADV_WILLNEED queues it all in front of the
-        # first object, in single pages), and reader threads (a 4 MiB result allocated off the
-        # main thread costs fresh pages from its malloc arena: up to 2x slower per object).
+        # Objects on disk are read on reader threads, several at once: the device serves parallel
+        # reads faster than one stream, and the page faults of fresh result buffers overlap the I/O
+        # (4 MiB objects, cold: 1.0-1.5x a sequential read vs 0.5-0.7x one after the other).
+        # Asking the kernel to read the batch ahead instead (POSIX_FADV_WILLNEED) was slower.
+        reads = {fk: self._readers.submit(self._get_local, fk, as_, device, None)
+                 for fk in self._on_disk(fks)} if len(fks) > 1 else {}
         for fk in fks:
-            found, value = self._get_local(fk, as_, device, promote_to=None)
+            read = reads.get(fk)
+            found, value = read.result() if read is not None else self._get_local(fk, as_, device, None)
             if found:
                 out[fk[1]] = value
             else:
@@ -798,6 +804,14 @@ class TieredStore:
             if v is not _MISS:
                 out[fk[1]] = v
         return out
+
+    def _on_disk(self, fks: list[FullKey]) -> list[FullKey]:
+        """The keys whose objects are only on disk now (a hint: a read handles any change)."""
+        if self.disk is None:
+            return []
+        with self._lock:
+            return [fk for fk in fks if (e := self._entries.get(fk)) is not None and e.value is None
+                    and e.disk_id is not None]
 
     def _count_miss(self, ns: str, *, redis: bool) -> None:
         for t in self._tiers:
