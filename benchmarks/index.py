@@ -5,15 +5,32 @@ All methods in one run use the same corpus, the same embeddings and the same exa
 recall@3 and @10, exact recomputations per query, latency p50/p95 (text queries end to end: the
 query embedding is included for every method), build time and peak RAM.
 
-Corpora: MuSiQue passages (../shared/data), WordNet glosses (Debian wordnet-base) and synthetic
-clustered vectors (graph + PQ alone; exact re-scoring is a dot product with stored vectors).
+Corpora: MuSiQue passages (../shared/data), WordNet glosses and synthetic clustered vectors
+(graph + PQ alone; exact re-scoring is a dot product with stored vectors).
+
+Inputs that the project does not install:
+- WordNet: Debian's `wordnet-base` (`apt-get install wordnet-base`, files under /usr/share/wordnet).
+  Without it the wordnet corpus is skipped.
+- LEANN: its own virtualenv at var/bench/leann-venv (LEANN pins transformers 4, tiergate uses 5).
+  It reuses the project's CPU torch instead of pulling CUDA wheels:
+      python3.11 -m venv var/bench/leann-venv
+      var/bench/leann-venv/bin/pip install --no-deps leann-core==0.3.8 leann-backend-hnsw==0.3.8 \\
+          transformers==4.57.6 sentence-transformers==5.1.2 tokenizers==0.22.2 huggingface-hub==0.36.2 pyzmq msgpack
+      echo "$PWD/.venv/lib/python3.11/site-packages" > var/bench/leann-venv/lib/python3.11/site-packages/zz_main.pth
+  (the .pth comes last on sys.path, so LEANN's transformers 4 wins over the project's 5).
+  Without it the LEANN rows say "not run".
 
     python benchmarks/index.py                 # everything (long: ~1 h on 2 cores)
     python benchmarks/index.py --quick         # fewer queries, 200k synthetic vectors
+    python benchmarks/index.py --corpora wordnet --merge --leann-queries 50
+        # one corpus; its rows replace that corpus's rows in the results, the others are kept
     python benchmarks/index.py --gpu-only --embedder PATH --device cuda --out DIR
         # GPU numbers with only torch/transformers/sentence-transformers/numpy/pyarrow + tiergate
 
-Results: benchmarks/results/index.json, index.md, index.png (recall-latency).
+Results: benchmarks/results/index.json, index.md, index.png (recall-latency). Each corpus records
+when it ran, for how long and how busy the machine was meanwhile (load average, and the CPU cores
+other processes used). index_gpu_*.json files beside them (from --gpu-only runs) are shown in the
+Markdown too.
 """
 
 from __future__ import annotations
@@ -78,6 +95,61 @@ class PeakRSS:
         return (self.peak - self.base) / 2**20
 
 
+class MachineLoad:
+    """How busy the machine was while the block ran: load average samples, and the CPU cores that
+    other processes used (all busy CPU time less this process's and its children's, per second)."""
+
+    def __init__(self, every_s: float = 5.0) -> None:
+        import psutil
+
+        self.psutil = psutil
+        self.every_s = every_s
+        self.loads: list[float] = []
+        self._stop = threading.Event()
+
+    @staticmethod
+    def _busy(times: Any) -> float:
+        return times.user + times.nice + times.system + getattr(times, "irq", 0.0) + getattr(times, "softirq", 0.0)
+
+    def _own(self) -> float:
+        t = self.psutil.Process().cpu_times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    def __enter__(self) -> MachineLoad:
+        self.start = time.time()
+        self._t0 = (time.perf_counter(), self._busy(self.psutil.cpu_times()), self._own())
+        self.loads.append(os.getloadavg()[0])
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.loads.append(os.getloadavg()[0])
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._t.join()
+        self.loads.append(os.getloadavg()[0])
+        wall0, busy0, own0 = self._t0
+        self.wall_s = time.perf_counter() - wall0
+        busy = self._busy(self.psutil.cpu_times()) - busy0
+        own = self._own() - own0
+        self.own_cores = own / max(self.wall_s, 1e-9)
+        self.other_cores = max(0.0, busy - own) / max(self.wall_s, 1e-9)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(self.start)),
+            "wall_s": round(self.wall_s, 1),
+            "load1_mean": round(float(np.mean(self.loads)), 2),
+            "load1_max": round(float(np.max(self.loads)), 2),
+            "own_cores": round(self.own_cores, 2),
+            "other_cores": round(self.other_cores, 2),
+            "cores": os.cpu_count(),
+        }
+
+
 def recall(found: list[list[int]], truth: np.ndarray, k: int) -> float:
     return float(np.mean([len(set(f[:k]) & set(t[:k].tolist())) / k for f, t in zip(found, truth, strict=True)]))
 
@@ -104,6 +176,8 @@ class Row:
     queries: int
     note: str = ""
     curve: list[dict[str, float]] = field(default_factory=list)
+    # tiergate at its defaults on the first `queries` queries only: the ones LEANN ran, when fewer
+    same_queries_as_leann: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -167,8 +241,7 @@ def cached_embeddings(name: str, texts: list[str], embedder: Any, batch: int = 1
         return np.load(path), float(json.loads(meta.read_text())["seconds"])
     BENCH.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
-    out = np.concatenate([embedder.encode(texts[i : i + 4096], batch_size=batch)
-                          for i in range(0, len(texts), 4096)])
+    out = np.concatenate([embedder.encode(texts[i : i + 4096], batch_size=batch) for i in range(0, len(texts), 4096)])
     seconds = time.perf_counter() - t
     np.save(path, out)
     meta.write_text(json.dumps({"seconds": seconds, "n": len(texts)}))
@@ -182,7 +255,11 @@ class PreloadedEmbedder:
     def __init__(self, inner: Any, texts: list[str], vectors: np.ndarray) -> None:
         self.inner = inner
         self.model_id, self.dim, self.tokenizer, self.max_tokens = (
-            inner.model_id, inner.dim, inner.tokenizer, inner.max_tokens)
+            inner.model_id,
+            inner.dim,
+            inner.tokenizer,
+            inner.max_tokens,
+        )
         self.known = {t: i for i, t in enumerate(texts)}
         self.vectors = vectors
 
@@ -216,8 +293,17 @@ def dir_bytes(path: Path, skip: tuple[str, ...] = ()) -> dict[str, int]:
 TIERGATE_SETTINGS = [(32, 12), (64, 24), (128, 48)]  # (ef, recompute); the middle one is the default
 
 
-def bench_tiergate_text(corpus: str, texts: list[str], queries: list[str], x: np.ndarray, truth: np.ndarray,
-                        embedder: Any, work: Path, curve: bool = True) -> Row:
+def bench_tiergate_text(
+    corpus: str,
+    texts: list[str],
+    queries: list[str],
+    x: np.ndarray,
+    truth: np.ndarray,
+    embedder: Any,
+    work: Path,
+    curve: bool = True,
+    subset: int | None = None,
+) -> Row:
     from tiergate.config import load_settings
     from tiergate.index import build_index, open_index
     from tiergate.index.search import SearchParams
@@ -237,6 +323,7 @@ def bench_tiergate_text(corpus: str, texts: list[str], queries: list[str], x: np
     default = SearchParams()
     points = []
     main: dict[str, Any] = {}
+    same: dict[str, float] = {}
     for ef, rc in TIERGATE_SETTINGS if curve else [(default.ef, default.recompute)]:
         lat, found10, found3, recomputed = [], [], [], []
         for q in queries:
@@ -249,18 +336,51 @@ def bench_tiergate_text(corpus: str, texts: list[str], queries: list[str], x: np
             for q in queries:
                 res = index.search_batch([q], 3, ef=ef, recompute=rc)
                 found3.append([int(h.id) for h in res[0]])
-        point = {"ef": ef, "recompute": rc, "recall3": recall(found3, truth, 3) if found3 else float("nan"),
-                 "recall10": recall(found10, truth, 10), "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95),
-                 "recomputed": float(np.mean(recomputed))}
+        point = {
+            "ef": ef,
+            "recompute": rc,
+            "recall3": recall(found3, truth, 3) if found3 else float("nan"),
+            "recall10": recall(found10, truth, 10),
+            "p50_ms": pct(lat, 50),
+            "p95_ms": pct(lat, 95),
+            "recomputed": float(np.mean(recomputed)),
+        }
         points.append(point)
-        print(f"  tiergate ef={ef} recompute={rc}: r@3={point['recall3']:.3f} r@10={point['recall10']:.3f} "
-              f"p50={point['p50_ms']:.0f}ms recomputed={point['recomputed']:.1f}", flush=True)
+        print(
+            f"  tiergate ef={ef} recompute={rc}: r@3={point['recall3']:.3f} r@10={point['recall10']:.3f} "
+            f"p50={point['p50_ms']:.0f}ms recomputed={point['recomputed']:.1f}",
+            flush=True,
+        )
         if (ef, rc) == (default.ef, default.recompute):
             main = point
-    return Row(corpus, "tiergate", f"defaults (ef={default.ef}, recompute<={default.recompute})", info.index_bytes,
-               info.raw_text_bytes, info.passages, main["recall3"], main["recall10"], main["recomputed"],
-               main["p50_ms"], main["p95_ms"], build_s, mem.mib, len(queries),
-               note=f"PQ {info.pq['m']}x{info.pq['nbits']}b; files: {info.files}", curve=points)
+            if subset and subset < len(queries):
+                sub = truth[:subset]
+                same = {
+                    "queries": subset,
+                    "recall3": recall(found3[:subset], sub, 3),
+                    "recall10": recall(found10[:subset], sub, 10),
+                    "p50_ms": pct(lat[:subset], 50),
+                    "p95_ms": pct(lat[:subset], 95),
+                }
+    return Row(
+        corpus,
+        "tiergate",
+        f"defaults (ef={default.ef}, recompute<={default.recompute})",
+        info.index_bytes,
+        info.raw_text_bytes,
+        info.passages,
+        main["recall3"],
+        main["recall10"],
+        main["recomputed"],
+        main["p50_ms"],
+        main["p95_ms"],
+        build_s,
+        mem.mib,
+        len(queries),
+        note=f"PQ {info.pq['m']}x{info.pq['nbits']}b; files: {info.files}",
+        curve=points,
+        same_queries_as_leann=same,
+    )
 
 
 def bench_tiergate_vectors(corpus: str, x: np.ndarray, q: np.ndarray, truth: np.ndarray) -> Row:
@@ -288,24 +408,60 @@ def bench_tiergate_vectors(corpus: str, x: np.ndarray, q: np.ndarray, truth: np.
                     lat.append(time.perf_counter() - t)
                     rec.append(hits.recomputed)
                 out.append(st.order[hits.ids].tolist())
-        point = {"ef": ef, "recompute": rc, "recall3": recall(f3, truth, 3), "recall10": recall(f10, truth, 10),
-                 "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95), "recomputed": float(np.mean(rec))}
+        point = {
+            "ef": ef,
+            "recompute": rc,
+            "recall3": recall(f3, truth, 3),
+            "recall10": recall(f10, truth, 10),
+            "p50_ms": pct(lat, 50),
+            "p95_ms": pct(lat, 95),
+            "recomputed": float(np.mean(rec)),
+        }
         points.append(point)
-        print(f"  tiergate ef={ef} recompute={rc}: r@3={point['recall3']:.3f} r@10={point['recall10']:.3f} "
-              f"p50={point['p50_ms']:.2f}ms", flush=True)
+        print(
+            f"  tiergate ef={ef} recompute={rc}: r@3={point['recall3']:.3f} r@10={point['recall10']:.3f} "
+            f"p50={point['p50_ms']:.2f}ms",
+            flush=True,
+        )
         if (ef, rc) == (SearchParams().ef, SearchParams().recompute):
             main = point
-    return Row(corpus, "tiergate", "graph+PQ, exact dot re-scoring", size, 0, len(x), main["recall3"], main["recall10"],
-               main["recomputed"], main["p50_ms"], main["p95_ms"], build_s, mem.mib, len(q),
-               note=f"PQ {st.pq.m}x{st.pq.nbits}b, stage seconds {st.seconds}", curve=points)
+    return Row(
+        corpus,
+        "tiergate",
+        "graph+PQ, exact dot re-scoring",
+        size,
+        0,
+        len(x),
+        main["recall3"],
+        main["recall10"],
+        main["recomputed"],
+        main["p50_ms"],
+        main["p95_ms"],
+        build_s,
+        mem.mib,
+        len(q),
+        note=f"PQ {st.pq.m}x{st.pq.nbits}b, stage seconds {st.seconds}",
+        curve=points,
+    )
 
 
 # ------------------------------------------------------------------ baselines
 
 
-def run_baseline(corpus: str, method: str, setting: str, build: Any, search: Any, sweep: list[Any],
-                 q: np.ndarray, truth: np.ndarray, raw: int, n: int, q_encode_s: float,
-                 size_fn: Any) -> Row:
+def run_baseline(
+    corpus: str,
+    method: str,
+    setting: str,
+    build: Any,
+    search: Any,
+    sweep: list[Any],
+    q: np.ndarray,
+    truth: np.ndarray,
+    raw: int,
+    n: int,
+    q_encode_s: float,
+    size_fn: Any,
+) -> Row:
     with PeakRSS() as mem:
         t = time.perf_counter()
         index = build()
@@ -319,19 +475,42 @@ def run_baseline(corpus: str, method: str, setting: str, build: Any, search: Any
             f10.append(search(index, qi, 10, param))
             lat.append(time.perf_counter() - t + q_encode_s)
         f3 = [search(index, qi, 3, param) for qi in q]
-        point = {"param": param, "recall3": recall(f3, truth, 3), "recall10": recall(f10, truth, 10),
-                 "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95)}
+        point = {
+            "param": param,
+            "recall3": recall(f3, truth, 3),
+            "recall10": recall(f10, truth, 10),
+            "p50_ms": pct(lat, 50),
+            "p95_ms": pct(lat, 95),
+        }
         points.append(point)
     # Report the cheapest setting reaching recall@10 >= 0.95, else the most accurate one.
     main = next((p for p in points if p["recall10"] >= 0.95), max(points, key=lambda p: p["recall10"]))
-    print(f"  {method}: r@3={main['recall3']:.3f} r@10={main['recall10']:.3f} p50={main['p50_ms']:.2f}ms "
-          f"bytes={size}", flush=True)
-    return Row(corpus, method, f"{setting}, {main['param']}", size, raw, n, main["recall3"], main["recall10"], 0.0,
-               main["p50_ms"], main["p95_ms"], build_s, mem.mib, len(q), curve=points)
+    print(
+        f"  {method}: r@3={main['recall3']:.3f} r@10={main['recall10']:.3f} p50={main['p50_ms']:.2f}ms bytes={size}",
+        flush=True,
+    )
+    return Row(
+        corpus,
+        method,
+        f"{setting}, {main['param']}",
+        size,
+        raw,
+        n,
+        main["recall3"],
+        main["recall10"],
+        0.0,
+        main["p50_ms"],
+        main["p95_ms"],
+        build_s,
+        mem.mib,
+        len(q),
+        curve=points,
+    )
 
 
-def baselines(corpus: str, x: np.ndarray, q: np.ndarray, truth: np.ndarray, raw: int, q_encode_s: float,
-              equal_bytes: int) -> list[Row]:
+def baselines(
+    corpus: str, x: np.ndarray, q: np.ndarray, truth: np.ndarray, raw: int, q_encode_s: float, equal_bytes: int
+) -> list[Row]:
     import faiss
     import hnswlib
 
@@ -349,8 +528,22 @@ def baselines(corpus: str, x: np.ndarray, q: np.ndarray, truth: np.ndarray, raw:
     def faiss_search(index: Any, qi: np.ndarray, k: int, param: Any) -> list[int]:
         return index.search(qi[None], k)[1][0].tolist()
 
-    rows.append(run_baseline(corpus, "faiss IndexFlatIP", "exact", flat_build, faiss_search, ["-"], q, truth, raw, n,
-                             q_encode_s, faiss_size))
+    rows.append(
+        run_baseline(
+            corpus,
+            "faiss IndexFlatIP",
+            "exact",
+            flat_build,
+            faiss_search,
+            ["-"],
+            q,
+            truth,
+            raw,
+            n,
+            q_encode_s,
+            faiss_size,
+        )
+    )
 
     def hnswlib_build() -> Any:
         index = hnswlib.Index(space="ip", dim=dim)
@@ -367,8 +560,22 @@ def baselines(corpus: str, x: np.ndarray, q: np.ndarray, truth: np.ndarray, raw:
             index.save_index(f.name)
             return os.path.getsize(f.name)
 
-    rows.append(run_baseline(corpus, "hnswlib", "M=16, efC=200", hnswlib_build, hnswlib_search, [16, 32, 64, 128],
-                             q, truth, raw, n, q_encode_s, hnswlib_size))
+    rows.append(
+        run_baseline(
+            corpus,
+            "hnswlib",
+            "M=16, efC=200",
+            hnswlib_build,
+            hnswlib_search,
+            [16, 32, 64, 128],
+            q,
+            truth,
+            raw,
+            n,
+            q_encode_s,
+            hnswlib_size,
+        )
+    )
 
     def fhnsw_build() -> Any:
         index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
@@ -380,8 +587,22 @@ def baselines(corpus: str, x: np.ndarray, q: np.ndarray, truth: np.ndarray, raw:
         index.hnsw.efSearch = max(ef, k)
         return index.search(qi[None], k)[1][0].tolist()
 
-    rows.append(run_baseline(corpus, "faiss IndexHNSWFlat", "M=32, efC=80", fhnsw_build, fhnsw_search,
-                             [16, 32, 64, 128], q, truth, raw, n, q_encode_s, faiss_size))
+    rows.append(
+        run_baseline(
+            corpus,
+            "faiss IndexHNSWFlat",
+            "M=32, efC=80",
+            fhnsw_build,
+            fhnsw_search,
+            [16, 32, 64, 128],
+            q,
+            truth,
+            raw,
+            n,
+            q_encode_s,
+            faiss_size,
+        )
+    )
 
     # IVF-PQ with the same byte budget as tiergate's index (codes + centroids + ids).
     nlist = int(np.clip(4 * np.sqrt(n), 16, 4096))
@@ -402,8 +623,22 @@ def baselines(corpus: str, x: np.ndarray, q: np.ndarray, truth: np.ndarray, raw:
         index.nprobe = nprobe
         return index.search(qi[None], k)[1][0].tolist()
 
-    rows.append(run_baseline(corpus, "faiss IVF-PQ", f"equal bytes: nlist={nlist}, PQ {m}x{nbits}b", ivfpq_build,
-                             ivf_search, [4, 16, 64], q, truth, raw, n, q_encode_s, faiss_size))
+    rows.append(
+        run_baseline(
+            corpus,
+            "faiss IVF-PQ",
+            f"equal bytes: nlist={nlist}, PQ {m}x{nbits}b",
+            ivfpq_build,
+            ivf_search,
+            [4, 16, 64],
+            q,
+            truth,
+            raw,
+            n,
+            q_encode_s,
+            faiss_size,
+        )
+    )
     return rows
 
 
@@ -422,9 +657,16 @@ def leann_worker(args: argparse.Namespace) -> None:
     out: dict[str, Any] = {}
     path = str(Path(spec["dir"]) / "index.leann")
     t = time.perf_counter()
-    builder = LeannBuilder("hnsw", embedding_model=spec["model"], embedding_mode="sentence-transformers",
-                           is_recompute=True, is_compact=True, distance_metric="cosine", graph_degree=32,
-                           complexity=64)
+    builder = LeannBuilder(
+        "hnsw",
+        embedding_model=spec["model"],
+        embedding_mode="sentence-transformers",
+        is_recompute=True,
+        is_compact=True,
+        distance_metric="cosine",
+        graph_degree=32,
+        complexity=64,
+    )
     for i, text in enumerate(texts):
         builder.add_text(text, metadata={"id": str(i)})
     builder.build_index_from_arrays(path, [str(i) for i in range(len(texts))], x)
@@ -442,13 +684,27 @@ def leann_worker(args: argparse.Namespace) -> None:
         found3.append(found10[-1][:3])  # the same traversal; a top_k=3 search would double LEANN's time
     with contextlib.suppress(Exception):
         searcher.cleanup()
-    out.update(found3=found3, found10=found10, latency=lat,
-               peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    out.update(
+        found3=found3,
+        found10=found10,
+        latency=lat,
+        peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    )
     Path(spec["out"]).write_text(json.dumps(out))
 
 
-def bench_leann(corpus: str, texts: list[str], queries: list[str], x: np.ndarray, truth: np.ndarray,
-                model_dir: Path, raw: int, work: Path, complexity: int = 64) -> Row:
+def bench_leann(
+    corpus: str,
+    texts: list[str],
+    queries: list[str],
+    x: np.ndarray,
+    truth: np.ndarray,
+    model_dir: Path,
+    raw: int,
+    work: Path,
+    complexity: int = 64,
+    torch_threads: int | None = None,
+) -> Row:
     if not LEANN_PY.is_file():
         return _leann_missing(corpus, raw, len(texts), f"LEANN venv not found at {LEANN_PY} (see --help)")
     d = work / f"leann-{corpus}"
@@ -460,6 +716,8 @@ def bench_leann(corpus: str, texts: list[str], queries: list[str], x: np.ndarray
             f.write(json.dumps({"text": t}) + "\n")
     idx = d / "index"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    if torch_threads:  # through the environment: LEANN embeds in a server process of its own
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(torch_threads)
     t = time.perf_counter()
     failures = []
     # LEANN's C++ client gives up when one batch of re-embeddings takes too long (a loaded CPU with
@@ -467,12 +725,25 @@ def bench_leann(corpus: str, texts: list[str], queries: list[str], x: np.ndarray
     for batch_size in (0, 8):
         shutil.rmtree(idx, ignore_errors=True)
         idx.mkdir()
-        spec = {"vectors": str(d / "x.npy"), "texts": str(d / "texts.jsonl"), "dir": str(idx),
-                "model": str(model_dir), "queries": queries, "out": str(d / "out.json"), "complexity": complexity,
-                "batch_size": batch_size}
+        spec = {
+            "vectors": str(d / "x.npy"),
+            "texts": str(d / "texts.jsonl"),
+            "dir": str(idx),
+            "model": str(model_dir),
+            "queries": queries,
+            "out": str(d / "out.json"),
+            "complexity": complexity,
+            "batch_size": batch_size,
+        }
         (d / "spec.json").write_text(json.dumps(spec))
-        proc = subprocess.run([str(LEANN_PY), __file__, "--leann-worker", str(d / "spec.json")], env=env,
-                              capture_output=True, text=True, timeout=7200, cwd=d)
+        proc = subprocess.run(
+            [str(LEANN_PY), __file__, "--leann-worker", str(d / "spec.json")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=7200,
+            cwd=d,
+        )
         if proc.returncode == 0 and (d / "out.json").is_file():
             break
         err = [ln for ln in (proc.stderr + proc.stdout).splitlines() if "INFO" not in ln][-4:]
@@ -483,11 +754,23 @@ def bench_leann(corpus: str, texts: list[str], queries: list[str], x: np.ndarray
     out = json.loads((d / "out.json").read_text())
     size = sum(v for k, v in out["files"].items() if "passages" not in k)
     sub = truth[: len(queries)]
-    row = Row(corpus, "LEANN", f"hnsw compact+recompute, complexity={complexity}, batch_size={batch_size}", size,
-              raw, len(texts),
-              recall(out["found3"], sub, 3), recall(out["found10"], sub, 10), float("nan"),
-              pct(out["latency"], 50), pct(out["latency"], 95), out["build_s"], out["peak_rss_mib"], len(queries),
-              note=f"files (passage store excluded): {out['files']}; wall {time.perf_counter() - t:.0f}s")
+    row = Row(
+        corpus,
+        "LEANN",
+        f"hnsw compact+recompute, complexity={complexity}, batch_size={batch_size}",
+        size,
+        raw,
+        len(texts),
+        recall(out["found3"], sub, 3),
+        recall(out["found10"], sub, 10),
+        float("nan"),
+        pct(out["latency"], 50),
+        pct(out["latency"], 95),
+        out["build_s"],
+        out["peak_rss_mib"],
+        len(queries),
+        note=f"files (passage store excluded): {out['files']}; wall {time.perf_counter() - t:.0f}s",
+    )
     print(f"  LEANN: r@3={row.recall3:.3f} r@10={row.recall10:.3f} p50={row.p50_ms:.0f}ms bytes={size}", flush=True)
     return row
 
@@ -550,10 +833,17 @@ def gpu_only(args: argparse.Namespace) -> dict[str, Any]:
     qps = len(batch_q) / (time.perf_counter() - t)
     result = {
         "device": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu",
-        "embedder": embedder.model_id, "dtype": args.dtype, "passages": len(texts), "queries": len(questions),
-        "embed_passages_per_s": len(texts) / embed_s, "build_s_total": build_s,
-        "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95), "batched_queries_per_s": qps,
-        "query_batch": args.query_batch, "recall10": recall(found, truth, 10),
+        "embedder": embedder.model_id,
+        "dtype": args.dtype,
+        "passages": len(texts),
+        "queries": len(questions),
+        "embed_passages_per_s": len(texts) / embed_s,
+        "build_s_total": build_s,
+        "p50_ms": pct(lat, 50),
+        "p95_ms": pct(lat, 95),
+        "batched_queries_per_s": qps,
+        "query_batch": args.query_batch,
+        "recall10": recall(found, truth, 10),
         "index": index.info().to_dict() | {"files": index.info().files},
     }
     print(json.dumps({k: v for k, v in result.items() if k != "index"}, indent=1))
@@ -576,37 +866,106 @@ def load_corpus_for_gpu(args: argparse.Namespace) -> tuple[list[str], list[str]]
 # ------------------------------------------------------------------ report
 
 
-def write_report(rows: list[Row], meta: dict[str, Any], out: Path) -> None:
-    """Write json/md/png; rows of corpora not measured in this run are kept from the last run."""
+def write_report(rows: list[Row], meta: dict[str, Any], out: Path, merge: bool = False) -> None:
+    """Write json/md/png. merge: rows and run records of corpora not run now are kept from index.json."""
     out.mkdir(parents=True, exist_ok=True)
     old = out / "index.json"
-    if old.is_file():
+    if merge and old.is_file():
+        before = json.loads(old.read_text())
         fresh = {r.corpus for r in rows}
-        keep = [r for r in json.loads(old.read_text())["rows"] if r["corpus"] not in fresh]
         fields = set(Row.__dataclass_fields__)
-        rows = [Row(**{k: v for k, v in r.items() if k in fields}) for r in keep] + rows
+        keep = [Row(**{k: v for k, v in r.items() if k in fields}) for r in before["rows"] if r["corpus"] not in fresh]
+        runs = {c: run for c, run in before["meta"].get("runs", {}).items() if c not in fresh}
+        meta = {**meta, "runs": {**runs, **meta["runs"]}}
+        order = list(dict.fromkeys([r.corpus for r in keep] + [r.corpus for r in rows]))
+        rows = sorted(keep + rows, key=lambda r: order.index(r.corpus))
     (out / "index.json").write_text(json.dumps({"meta": meta, "rows": [r.to_dict() for r in rows]}, indent=1))
-    lines = ["# Index benchmark", "", f"Machine: {meta['machine']}. {meta['note']}", "",
-             "| corpus | method | setting | index B / raw text | B/passage | recall@3 | recall@10 | recomputed/q "
-             "| p50 ms | p95 ms | build s | peak RAM MiB | queries |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    (out / "index.md").write_text("\n".join(markdown(rows, meta, out)) + "\n")
+    plot(rows, out / "index.png")
+
+
+def markdown(rows: list[Row], meta: dict[str, Any], out: Path) -> list[str]:
+    lines = [
+        "# Index benchmark",
+        "",
+        f"Machine: {meta['machine']}. {meta['note']}",
+        "",
+        "| corpus | method | setting | index B / raw text | B/passage | recall@3 | recall@10 | recomputed/q "
+        "| p50 ms | p95 ms | build s | peak RAM MiB | queries |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         d = r.to_dict()
         ratio = f"{100 * d['index_ratio']:.2f}%" if d["index_ratio"] else "-"
-        lines.append(f"| {r.corpus} | {r.method} | {r.setting} | {ratio} | {d['bytes_per_passage']:.1f} | "
-                     f"{r.recall3:.3f} | {r.recall10:.3f} | {r.recompute_per_query:.1f} | {r.p50_ms:.1f} | "
-                     f"{r.p95_ms:.1f} | {r.build_s:.1f} | {r.peak_ram_mib:.0f} | {r.queries} |")
+        lines.append(
+            f"| {r.corpus} | {r.method} | {r.setting} | {ratio} | {d['bytes_per_passage']:.1f} | "
+            f"{r.recall3:.3f} | {r.recall10:.3f} | {r.recompute_per_query:.1f} | {r.p50_ms:.1f} | "
+            f"{r.p95_ms:.1f} | {r.build_s:.1f} | {r.peak_ram_mib:.0f} | {r.queries} |"
+        )
+    lines += [
+        "",
+        "Runs (one per corpus; load = 1-minute load average sampled every 5 s; other cores = CPU "
+        "cores that other processes kept busy, on average):",
+        "",
+        "| corpus | started | wall s | load mean | load max | own cores | other cores | torch threads | arguments |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for corpus, run in meta.get("runs", {}).items():
+        lines.append(
+            f"| {corpus} | {run['started']} | {run['wall_s']:.0f} | {run['load1_mean']:.2f} | "
+            f"{run['load1_max']:.2f} | {run['own_cores']:.2f} | {run['other_cores']:.2f} | "
+            f"{run.get('torch_threads', '-')} | `{' '.join(run['argv'])}` |"
+        )
     notes = [f"- {r.corpus} / {r.method}: {r.note}" for r in rows if r.note]
     lines += ["", "Notes:", *notes, ""]
     for corpus in dict.fromkeys(r.corpus for r in rows):
         tg = next((r for r in rows if r.corpus == corpus and r.method == "tiergate"), None)
         le = next((r for r in rows if r.corpus == corpus and r.method == "LEANN" and r.queries), None)
-        if tg and le:
-            lines.append(f"- {corpus}: tiergate p50 {tg.p50_ms:.0f} ms vs LEANN {le.p50_ms:.0f} ms "
-                         f"({le.p50_ms / tg.p50_ms:.1f}x faster), index {tg.index_bytes} B vs {le.index_bytes} B "
-                         f"({le.index_bytes / max(1, tg.index_bytes):.1f}x smaller)")
-    (out / "index.md").write_text("\n".join(lines) + "\n")
-    plot(rows, out / "index.png")
+        if not (tg and le):
+            continue
+        same = tg.same_queries_as_leann or {
+            "queries": tg.queries,
+            "recall3": tg.recall3,
+            "recall10": tg.recall10,
+            "p50_ms": tg.p50_ms,
+            "p95_ms": tg.p95_ms,
+        }
+        lines.append(
+            f"- {corpus}, on the {le.queries} queries LEANN ran: tiergate p50 {same['p50_ms']:.0f} ms / p95 "
+            f"{same['p95_ms']:.0f} ms, recall@3 {same['recall3']:.3f}, recall@10 {same['recall10']:.3f}; LEANN p50 "
+            f"{le.p50_ms:.0f} ms / p95 {le.p95_ms:.0f} ms, recall@3 {le.recall3:.3f}, recall@10 {le.recall10:.3f}: "
+            f"tiergate {le.p50_ms / same['p50_ms']:.1f}x faster at p50 ({le.p95_ms / same['p95_ms']:.1f}x at p95); "
+            f"index {tg.index_bytes} B vs {le.index_bytes} B ({le.index_bytes / max(1, tg.index_bytes):.1f}x smaller)"
+        )
+    lines += gpu_markdown(out)
+    return lines
+
+
+def gpu_markdown(out: Path) -> list[str]:
+    """The --gpu-only results saved beside this report (index_gpu_*.json), one row each."""
+    runs = sorted(out.glob("index_gpu_*.json"))
+    if not runs:
+        return []
+    lines = [
+        "",
+        "## GPU (`--gpu-only`, MuSiQue, text queries end to end)",
+        "",
+        "| file | device | embedder, dtype | passages | build embedding passages/s | build s | p50 ms | "
+        "p95 ms | batched queries/s (batch) | recall@10 | index B / raw text |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for path in runs:
+        g = json.loads(path.read_text())
+        ratio = g.get("index", {}).get("index_ratio")
+        lines.append(
+            f"| {path.name} | {g['device']} | {g['embedder']}, {g['dtype']} | {g['passages']} | "
+            f"{g['embed_passages_per_s']:,.0f} | {g['build_s_total']:.1f} | {g['p50_ms']:.1f} | "
+            f"{g['p95_ms']:.1f} | {g['batched_queries_per_s']:.0f} ({g['query_batch']}) | "
+            f"{g['recall10']:.3f} | {100 * ratio:.2f}% |"
+            if ratio
+            else "-"
+        )
+    return lines
 
 
 def plot(rows: list[Row], path: Path) -> None:
@@ -639,26 +998,75 @@ def plot(rows: list[Row], path: Path) -> None:
 # ------------------------------------------------------------------ main
 
 
-def text_corpus(name: str, texts: list[str], queries: list[str], embedder: Any, args: argparse.Namespace,
-                work: Path) -> list[Row]:
+def text_corpus(
+    name: str,
+    texts: list[str],
+    queries: list[str],
+    embedder: Any,
+    args: argparse.Namespace,
+    work: Path,
+    leann_default: int,
+) -> list[Row]:
     print(f"[{name}] {len(texts)} passages, {len(queries)} queries", flush=True)
-    x, embed_s = cached_embeddings(name, texts, embedder)
+    x, _ = cached_embeddings(name, texts, embedder)
     t = time.perf_counter()
     q = embedder.encode(queries, batch_size=1)
     q_encode_s = (time.perf_counter() - t) / len(queries)
     truth = exact_truth(x, q)
     raw = sum(len(t_.encode("utf-8")) for t_ in texts)
-    rows = [bench_tiergate_text(name, texts, queries, x, truth, embedder, work)]
+    nq = min(len(queries), args.leann_queries or leann_default)
+    rows = [bench_tiergate_text(name, texts, queries, x, truth, embedder, work, subset=None if args.no_leann else nq)]
     rows += baselines(name, x, q, truth, raw, q_encode_s, rows[0].index_bytes)
     if not args.no_leann:
         from tiergate.models import embedder_dir
 
-        nq = args.leann_queries or len(queries)
-        rows.append(bench_leann(name, texts, queries[:nq], x, truth, embedder_dir(embedder_config(args)), raw, work))
-    for r in rows:
-        r.note = (r.note + f"; corpus embedding {len(texts) / embed_s:.0f} passages/s").lstrip("; ") \
-            if r.method == "tiergate" else r.note
+        model = embedder_dir(embedder_config(args))
+        rows.append(
+            bench_leann(name, texts, queries[:nq], x, truth, model, raw, work, torch_threads=args.torch_threads)
+        )
+    rate = embedding_rate(texts, embedder)
+    rows[0].note = f"{rows[0].note}; corpus embedding {rate:.0f} passages/s (512 passages, batches of 64)"
     return rows
+
+
+def embedding_rate(texts: list[str], embedder: Any, n: int = 512) -> float:
+    """Passages per second of the build's embedding stage, on n passages spread over the corpus (the
+    corpus vectors come from a cache, filled whenever the machine was free or not)."""
+    sample = [texts[i] for i in np.linspace(0, len(texts) - 1, min(n, len(texts))).astype(int)]
+    embedder.encode(sample[:64], batch_size=64)  # warm-up
+    t = time.perf_counter()
+    embedder.encode(sample, batch_size=64)
+    return len(sample) / (time.perf_counter() - t)
+
+
+def torch_threads() -> int | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.get_num_threads()
+
+
+def run_corpus(corpus: str, embedder: Any, args: argparse.Namespace, work: Path) -> list[Row]:
+    if corpus == "musique":
+        texts, questions = load_musique(Path(args.musique))
+        questions = questions[: args.queries or (40 if args.quick else len(questions))]
+        return text_corpus("musique", texts, questions, embedder, args, work, leann_default=10 if args.quick else 30)
+    if corpus == "wordnet":
+        if not (WORDNET / "data.noun").is_file():
+            print("[wordnet] skipped: install Debian's wordnet-base", flush=True)
+            return []
+        texts, queries = load_wordnet(args.queries or (60 if args.quick else 200))
+        return text_corpus("wordnet", texts, queries, embedder, args, work, leann_default=10 if args.quick else 50)
+    if corpus == "synthetic":
+        n = args.synthetic_n or (200_000 if args.quick else 1_000_000)
+        print(f"[synthetic] {n} vectors", flush=True)
+        x, q = synthetic(n, 200 if args.quick else 500)
+        truth = exact_truth(x, q)
+        name = f"synthetic-{n // 1000}k"
+        rows = [bench_tiergate_vectors(name, x, q, truth)]
+        return rows + baselines(name, x, q, truth, 0, 0.0, rows[-1].index_bytes)
+    raise SystemExit(f"unknown corpus {corpus!r}: musique, wordnet or synthetic")
 
 
 def embedder_config(args: argparse.Namespace) -> Any:
@@ -684,6 +1092,17 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=512, help="--gpu-only: passage embedding batch")
     ap.add_argument("--query-batch", type=int, default=150, help="--gpu-only: queries per search_batch call")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the rows (and run records) of corpora not run now from the existing index.json",
+    )
+    ap.add_argument(
+        "--torch-threads",
+        type=int,
+        default=None,
+        help="torch threads for tiergate and LEANN alike (default: torch's own; 1 is far faster on a busy machine)",
+    )
     ap.add_argument("--leann-worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.leann_worker:
@@ -696,40 +1115,33 @@ def main() -> None:
         return
     from tiergate.models import load_embedder
 
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     embedder = load_embedder(embedder_config(args))
-    wanted = args.corpora.split(",")
     rows: list[Row] = []
+    runs: dict[str, dict[str, Any]] = {}
     work = Path(tempfile.mkdtemp(prefix="tg-bench-", dir=BENCH if BENCH.is_dir() else None))
     try:
-        if "musique" in wanted:
-            texts, questions = load_musique(Path(args.musique))
-            questions = questions[: args.queries or (40 if args.quick else len(questions))]
-            if args.leann_queries is None:
-                args.leann_queries = 10 if args.quick else 30
-            rows += text_corpus("musique", texts, questions, embedder, args, work)
-        if "wordnet" in wanted:
-            if not (WORDNET / "data.noun").is_file():
-                print("[wordnet] skipped: install Debian's wordnet-base", flush=True)
-            else:
-                texts, queries = load_wordnet(args.queries or (60 if args.quick else 200))
-                rows += text_corpus("wordnet", texts, queries, embedder, args, work)
-        if "synthetic" in wanted:
-            n = args.synthetic_n or (200_000 if args.quick else 1_000_000)
-            print(f"[synthetic] {n} vectors", flush=True)
-            x, q = synthetic(n, 200 if args.quick else 500)
-            truth = exact_truth(x, q)
-            name = f"synthetic-{n // 1000}k"
-            rows.append(bench_tiergate_vectors(name, x, q, truth))
-            rows += baselines(name, x, q, truth, 0, 0.0, rows[-1].index_bytes)
+        for corpus in args.corpora.split(","):
+            with MachineLoad() as load:
+                got = run_corpus(corpus, embedder, args, work)
+            for name in dict.fromkeys(r.corpus for r in got):
+                runs[name] = {**load.to_dict(), "argv": sys.argv[1:], "torch_threads": torch_threads()}
+                print(f"[{name}] run: {runs[name]}", flush=True)
+            rows += got
     finally:
         shutil.rmtree(work, ignore_errors=True)
     import platform
 
-    meta = {"machine": f"{platform.machine()}, {os.cpu_count()} cores (shared with other work while measuring)",
-            "note": "Latency is per text query end to end (query embedding included for every method) on CPU; "
-                    "synthetic rows are vectors only. Recall is against an exact flat search on the same embeddings.",
-            "argv": sys.argv[1:], "date": time.strftime("%Y-%m-%d %H:%M")}
-    write_report(rows, meta, out)
+    meta = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared with other work while measuring)",
+        "note": "Latency is per text query end to end (query embedding included for every method) on CPU; "
+        "synthetic rows are vectors only. Recall is against an exact flat search on the same embeddings.",
+        "runs": runs,
+    }
+    write_report(rows, meta, out, merge=args.merge)
     print((out / "index.md").read_text())
 
 
