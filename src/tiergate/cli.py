@@ -39,10 +39,11 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port to bind (overrides server.port).")] = None,
 ) -> None:
     """Serve the gateway (OpenAI-compatible API, admin, metrics)."""
-    from tiergate.service import logs
+    from tiergate.service import heap, logs
     from tiergate.service.app import create_app
     from tiergate.service.server import DrainingServer
 
+    heap.pin_mmap_threshold()  # before any model loads: see tiergate.service.heap
     settings = settings_or_exit(config)
     if host is not None:
         settings.server.host = host
