@@ -68,11 +68,6 @@ def test_traps_served_at_most_2_percent(outcome) -> None:
     assert outcome["personal"] == 0
 
 
-def test_paraphrases_served_regression_floor(outcome) -> None:
-    # What the shipped defaults reach today (74.9%); the target below is one pair short.
-    assert outcome["paraphrases"] >= 0.72
-
-
 @pytest.mark.parametrize("name", ["heldout.jsonl", "heldout2.jsonl"])
 def test_held_out_traps_served_at_most_2_percent(embedder, lexicon, name: str) -> None:
     # Pairs the guard's rules were not written against (see the data README).
@@ -81,8 +76,8 @@ def test_held_out_traps_served_at_most_2_percent(embedder, lexicon, name: str) -
     assert result["paraphrases"] >= 0.5
 
 
-@pytest.mark.xfail(reason="target: 75% of paraphrases served; the shipped defaults serve 74.9%", strict=False)
 def test_paraphrases_served_target(outcome) -> None:
+    # The target: at least 75% of true paraphrases served while traps stay at most 2% (above).
     assert outcome["paraphrases"] >= 0.75
 
 

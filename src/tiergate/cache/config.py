@@ -83,9 +83,14 @@ def _cat(name: str, examples: list[str], **kw: object) -> CategoryConfig:
 def default_categories() -> list[CategoryConfig]:
     """Shipped defaults. Code clusters densely (near-duplicates are common and safe), chat
     sparsely; time-sensitive answers go stale in minutes; personal questions are never cached.
-    The starting thresholds are low for a cosine cache (0.80-0.81) because every semantic hit must
+    The starting thresholds are low for a cosine cache (0.77-0.80) because every semantic hit must
     also pass the guard, which refuses the near misses that a threshold alone lets through; the
-    error budget moves them from there."""
+    error budget moves them from there. They are calibrated per category on the labelled pairs
+    (benchmarks/data/semcache): math and time-sensitive questions differ mostly in numbers,
+    operators, dates, places and assets, which the guard compares, and none of their traps gets
+    past the guard above 0.70, so they start at 0.77; code, factual and conversational traps that
+    differ in plain words ("create" / "delete", "bones" / "muscles") get past it at up to 0.79, so
+    those stay at 0.80."""
     return [
         _cat("code", [
             "How do I reverse a list in Python?",
@@ -118,7 +123,7 @@ def default_categories() -> list[CategoryConfig]:
             "What is the probability of rolling two sixes?",
             "Explain eigenvalues and eigenvectors",
             "What is the sum of the interior angles of a hexagon?",
-        ], threshold=0.81, min_threshold=0.79, ttl_s=90 * 86400.0),
+        ], threshold=0.77, min_threshold=0.75, ttl_s=90 * 86400.0),
         _cat("factual", [
             "What is the capital of Australia?",
             "Who wrote Pride and Prejudice?",
@@ -160,7 +165,7 @@ def default_categories() -> list[CategoryConfig]:
             "How is Apple stock doing today?",
             "Current interest rates for a mortgage",
             "Are there any flight delays at JFK right now?",
-        ], threshold=0.81, min_threshold=0.79, ttl_s=300.0, max_entries=10_000),
+        ], threshold=0.77, min_threshold=0.75, ttl_s=300.0, max_entries=10_000),
         _cat("personal", [
             "What is my account balance?",
             "When is my next appointment?",

@@ -29,6 +29,8 @@ NEGATORS = frozenset({
     "not", "no", "never", "none", "nobody", "nothing", "neither", "nor", "nowhere", "without", "cannot",
     "hardly", "barely",
 })
+# Verbs that say "not" ("foods to avoid" = foods not to eat).
+NEGATIVE_VERBS = frozenset({"avoid", "prevent"})
 STOPWORDS = frozenset(_words("""
     a an the and or but if then so of in on at by for with to from into onto about as is are was
     were be been being am do does did doing have has had having i me my mine we us our you your
@@ -57,6 +59,7 @@ VERB_CUES = frozenset({"i", "you", "we", "they", "he", "she", "it", "do", "does"
                        "would", "should", "must", "may", "might", "to"})
 AUXILIARIES = frozenset({"is", "are", "was", "were", "be", "been", "being", "has", "have", "had", "get", "got"})
 PARTICLES = frozenset({"up", "down", "out", "off", "away", "back"})
+AUXILIARY_LEMMAS = frozenset({"be", "have", "do", "doe", "get"})
 # Universal quantifiers: on one side only, they say what the other side means anyway.
 UNIVERSAL = frozenset({"all", "every", "each", "entire", "whole", "total", "fully", "completely"})
 # Closed-class opposites that WordNet does not list as antonyms.
@@ -368,7 +371,8 @@ class Guard:
                 f.operators[OPERATORS[w]] += 1
                 if w in ("squared", "cubed"):
                     f.numbers["2" if w == "squared" else "3"] += 1
-            if w in NEGATORS or (w == "no" and i + 1 < n and toks[i + 1].text == "longer"):
+            if w in NEGATORS or self.lemma(w) in NEGATIVE_VERBS or (
+                    w == "no" and i + 1 < n and toks[i + 1].text == "longer"):
                 f.negations += 1
             # numbers: digits (with a glued unit), number words, ordinals
             m = re.fullmatch(r"(\d+(?:[.,]\d+)*)(st|nd|rd|th|s)?", w)
@@ -406,16 +410,19 @@ class Guard:
             counted = len(w) > 2 or tok.raw in "$€£¥₹%" or _after_number(toks, i)
             if unit in PERIODS and not _quantified(toks, i):
                 unit = None  # "what year did ..." asks when; "how many days", "3 weeks", "week-long" measure
-            if unit == "degree" and any(t.text in ("celsius", "fahrenheit", "kelvin", "centigrade", "°c", "°f")
-                                        for t in toks):
-                unit = None  # "degrees Celsius" = "Celsius"
-            if unit and counted:
+            scale_word = unit == "degree" and any(
+                t.text in ("celsius", "fahrenheit", "kelvin", "centigrade", "°c", "°f") for t in toks)
+            if unit and counted and not scale_word:  # "degrees Celsius" = "Celsius"
                 f.units[unit] += 1
             if w in SCOPE:
                 f.scope[w] += 1
             g = self.grade(w) if w not in STOPWORDS else None
             if w in ("more", "most", "less", "least") and i + 1 < n and self._gradable_word(toks[i + 1].text):
                 g = (self._base_adjective(toks[i + 1].text), IRREGULAR_GRADE[w][1])
+            nxt_text = toks[i + 1].text if i + 1 < n else ""
+            ranked = w in ("top", "bottom") and (nxt_text[:1].isdigit() or nxt_text in NUMBER_WORDS)
+            if ranked:
+                g = ("high" if w == "top" else "low", "sup")  # "the top 5 customers" = "the 5 highest"
             if g is not None and g[1] == "sup" and i + 1 < n and toks[i + 1].text in MANNER:
                 g = None  # "the fastest way to ...": a request for a method, not a comparison
             if g is not None:
@@ -443,26 +450,31 @@ class Guard:
                 f.forms.setdefault(lem, set()).add(w)
                 temporal = w in NOW or w in RELATIVE_TIME or w in MONTHS or w in WEEKDAYS or (
                     w == "right" and i + 1 < n and toks[i + 1].text == "now")
+                if w == "fall" and not _season(toks, i):
+                    temporal = False  # "fall asleep", "when did the wall fall": the verb
                 # A verb's particle is part of the verb ("torn down", "find out", "add up").
                 particle = w in PARTICLES and i > 0 and (
                     self.lemma(toks[i - 1].text) in self.lex.verbs or toks[i - 1].text in self.lex.irregular)
                 measure = w == "long" and i > 0 and self.lemma(toks[i - 1].text) in PERIODS  # "week-long"
                 if (w not in STOPWORDS and w not in FRAMES and not unit and not temporal and not particle
                         and not measure and w not in NUMBER_WORDS and w not in ORDINALS and w not in OPERATORS
-                        and w not in GRADE_WORDS):
+                        and w not in GRADE_WORDS and not ranked):
                     f.content.add(lem)
                     if i + 1 < n and toks[i + 1].text.isalpha() and toks[i + 1].text not in STOPWORDS:
                         f.attributive.add(lem)
                         f.modifies[lem] = self.lemma(toks[i + 1].text)
                     prev = self.lemma(toks[i - 1].text) if i > 0 else ""
-                    if prev in DETERMINERS or prev in RESTRICTIVE:
+                    # "polar bears", "black bears": a noun an adjective modifies (not an adverb in -ly)
+                    modified = (prev.isalpha() and prev not in STOPWORDS and prev in self.lex.adjectives
+                                and not prev.endswith("ly") and prev not in self.lex.nouns)
+                    if prev in DETERMINERS or prev in RESTRICTIVE or modified:
                         f.noun_uses.add(lem)
                     if prev in self.lex.nouns and prev not in STOPWORDS:
                         f.after_noun[lem] = prev
                         if lem in self.lex.nouns:
                             f.compound[lem] = prev
                     before = toks[i - 1].text if i > 0 else ""
-                    if lem != self.lemma(w) or (lem in self.lex.verbs and (
+                    if lem != self.lemma(w) or (lem in self.lex.verbs and not modified and (
                             (w != lem and w.endswith(("s", "ed", "ing"))) or before in VERB_CUES
                             or (before.endswith("s") and self.lemma(before) != before and before not in STOPWORDS))):
                         f.verb_uses.add(lem)
@@ -541,8 +553,9 @@ class Guard:
         only_a, only_b = fa.words - fb.words, fb.words - fa.words
         forms_a = {w for lem in only_a for w in fa.forms[lem]} | only_a
         forms_b = {w for lem in only_b for w in fb.forms[lem]} | only_b
-        va = {v for x in forms_a for v in self._variants(x)}
-        vb = {v for y in forms_b for v in self._variants(y)}
+        # Auxiliaries carry no opposition ("be" is WordNet's antonym of "differ": "equal" sense).
+        va = {v for x in forms_a for v in self._variants(x)} - AUXILIARY_LEMMAS
+        vb = {v for y in forms_b for v in self._variants(y)} - AUXILIARY_LEMMAS
         if any(self.opposite(x, y) for x in va for y in vb):
             return "antonym"
         ga = {g for g in fa.grade_bases if not (fa.forms.get(g, {g}) & cover_a)}
@@ -560,8 +573,13 @@ class Guard:
             return "direction"
         abbr_a = {e for e in fa.entities if _expansion(e, b)}  # an abbreviation and what it stands for
         abbr_b = {e for e in fb.entities if _expansion(e, a)}
-        ca = self._unmatched(fa, fb, fa.content - fb.content - cover_a - abbr_a, fb.content - fa.content - cover_b)
-        cb = self._unmatched(fb, fa, fb.content - fa.content - cover_b - abbr_b, fa.content - fb.content - cover_a)
+        # Grades on both sides were matched above ("faster" / "more quickly"): accounted for.
+        graded_a = fa.grade_bases if fb.grade_bases else set()
+        graded_b = fb.grade_bases if fa.grade_bases else set()
+        ca = self._unmatched(fa, fb, fa.content - fb.content - cover_a - abbr_a - graded_a,
+                             fb.content - fa.content - cover_b)
+        cb = self._unmatched(fb, fa, fb.content - fa.content - cover_b - abbr_b - graded_b,
+                             fa.content - fb.content - cover_a)
         if bool(ca) != bool(cb):
             fx, extra = (fa, ca) if ca else (fb, cb)
             if any(self._qualifier(w, fx) for w in extra):
@@ -599,12 +617,12 @@ class Guard:
         while end < min(len(ta), len(tb)) - start and ta[-1 - end] == tb[-1 - end]:
             end += 1
         span_a, span_b = ta[start: len(ta) - end], tb[start: len(tb) - end]
-        if not span_a or not span_b or len(span_a) > 3 or len(span_b) > 3 or start + end < 2:
+        if not span_a or not span_b or len(span_a) > 4 or len(span_b) > 4 or start + end < 2:
             return False
         words_a = [w for w in span_a if w in fa.content]
         words_b = [w for w in span_b if w in fb.content]
-        if not any(self._noun(w) and w not in fa.verb_uses for w in words_a) or not any(
-                self._noun(w) and w not in fb.verb_uses for w in words_b):
+        if not any((self._noun(w) or w in fa.noun_uses) and w not in fa.verb_uses for w in words_a) or not any(
+                (self._noun(w) or w in fb.noun_uses) and w not in fb.verb_uses for w in words_b):
             return False
         if any(_abbreviates(w, " ".join(span_b)) for w in span_a) or any(
                 _abbreviates(w, " ".join(span_a)) for w in span_b):
@@ -714,6 +732,16 @@ def _dated(f: Features) -> Counter:
     """Time references other than "now": a question is read as of now anyway ("the current
     time in Tokyo" = "the time in Tokyo"), so "now" alone does not make two questions differ."""
     return Counter({k: v for k, v in f.dates.items() if k != "now"})
+
+
+def _season(toks: list[Token], i: int) -> bool:
+    """"fall" names the season after a time preposition or determiner ("in the fall", "this
+    fall", "fall 2023"); elsewhere it is the verb."""
+    prev = toks[i - 1].text if i > 0 else ""
+    before = toks[i - 2].text if i > 1 else ""
+    nxt = toks[i + 1].text if i + 1 < len(toks) else ""
+    timely = ("in", "this", "last", "next", "every", "during", "each", "until", "since", "by", "early", "late")
+    return prev in timely or (prev == "the" and before in timely) or nxt[:1].isdigit()
 
 
 def _dated_context(toks: list[Token], i: int) -> bool:
