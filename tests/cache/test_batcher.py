@@ -105,3 +105,19 @@ def test_ann_search_many_equals_one_at_a_time() -> None:
         ann.remove(label)  # deleted entries must be skipped the same way
     queries = vecs[:20] + 0.05 * rng.normal(size=(20, 32)).astype(np.float32)
     assert ann.search_many(queries, 5) == [ann.search(q, 5) for q in queries]
+
+
+def test_a_bypass_is_decided_without_a_batch(make_cache) -> None:
+    cache = make_cache()
+    cache.insert("t", "m", chat(QUESTIONS[0]), answer(QUESTIONS[0]))
+    sampled = chat(QUESTIONS[0], temperature=1.9)  # above the cacheable temperature
+
+    async def one():
+        return await cache.batcher.lookup("t", "m", sampled)
+
+    result = asyncio.run(one())
+    assert result.outcome == "bypass" and "temperature" in (result.reason or "")
+    assert cache.batcher.batches == 0  # answered on the caller's side: no worker ran
+    assert cache.stats()["tenants"]["t"]["-"]["bypass"] == 1  # counted like any lookup
+    hit = asyncio.run(cache.batcher.lookup("t", "m", chat(QUESTIONS[0])))
+    assert hit.outcome == "exact" and cache.batcher.batches == 1

@@ -45,6 +45,11 @@ class LookupBatcher:
 
     async def lookup(self, tenant: str, model: str, request: dict[str, Any],
                      category_hint: str | None = None) -> Lookup:
+        # A bypass (cache off, model not cached, a sampled request) is decided right here: a
+        # thread hop for it would cost more than the decision.
+        early = self.cache.bypass(tenant, model, request, category_hint)
+        if early is not None:
+            return early
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Lookup] = loop.create_future()
         with self._lock:

@@ -155,6 +155,14 @@ class SemanticCache:
         t0 = time.perf_counter()
         return self._record(tenant, self._lookup(tenant, model, request, category_hint), t0)
 
+    def bypass(self, tenant: str, model: str, request: dict[str, Any], category_hint: str | None = None
+               ) -> Lookup | None:
+        """The lookup, counted, when the request alone decides it is a bypass (no store read, no
+        embedding: cheap enough for the event loop); else None. Raises like `lookup`."""
+        t0 = time.perf_counter()
+        result = self._bypass(tenant, model, parse_request(tenant, model, request), category_hint)
+        return None if result is None else self._record(tenant, result, t0)
+
     def lookup_many(
         self, items: list[tuple[str, str, dict[str, Any], str | None]], *, errors: bool = False
     ) -> list[Lookup | InvalidRequestError]:
@@ -219,19 +227,26 @@ class SemanticCache:
             self.metrics.lookup_seconds.labels(result.outcome).observe(time.perf_counter() - t0)
         return result
 
-    def _lookup(self, tenant: str, model: str, request: dict[str, Any], hint: str | None,
-                vector: np.ndarray | None = None, found: list[tuple[int, float, str]] | None = None) -> Lookup:
+    def _bypass(self, tenant: str, model: str, view: RequestView, hint: str | None) -> Lookup | None:
         if not self.config.enabled:
             return Lookup("bypass", reason="cache disabled")
         if model in self.config.disabled_models:
             return Lookup("bypass", reason=f"model {model!r} is not cached")
-        view = parse_request(tenant, model, request)
         category = self.classifier.resolve(hint) if hint else None
         why = cacheable(view, self.config.max_temperature)
         if why:
             return Lookup("bypass", category, reason=why, view=view)
         if category is not None and not self._cat(category).enabled:
             return Lookup("bypass", category, reason=f"category {category!r} is not cached", view=view)
+        return None
+
+    def _lookup(self, tenant: str, model: str, request: dict[str, Any], hint: str | None,
+                vector: np.ndarray | None = None, found: list[tuple[int, float, str]] | None = None) -> Lookup:
+        view = parse_request(tenant, model, request)
+        early = self._bypass(tenant, model, view, hint)
+        if early is not None:
+            return early
+        category = self.classifier.resolve(hint) if hint else None
         now = self.clock()
         label = key_label(view.exact_key)
         with self._lock:
