@@ -340,7 +340,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--wrk-threads", type=int, default=1)
     parser.add_argument("--timeout-s", type=int, default=10, help="wrk counts slower answers as timeouts")
-    parser.add_argument("--max-entries", type=int, default=500, help="cache quota per tenant and category")
+    parser.add_argument("--max-entries", type=int, default=200, help="cache quota per tenant and category")
     parser.add_argument("--redis-fault", choices=("kill", "pause"), default="kill",
                         help="kill: SIGKILL, restart empty; pause: SIGSTOP, then SIGCONT (a hung Redis)")
     parser.add_argument("--sample-s", type=float, default=2.0, help="RSS sampling period")
