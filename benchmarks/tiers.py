@@ -63,11 +63,16 @@ def best_of(fn, repeats: int = 3) -> float:
     return best
 
 
-def memcpy_rate(nbytes: int) -> float:
+def memcpy_buffers(nbytes: int) -> tuple[np.ndarray, np.ndarray]:
     src = np.random.default_rng(0).integers(0, 255, nbytes, dtype=np.uint8)
     dst = np.empty_like(src)
     np.copyto(dst, src)
-    return nbytes / best_of(lambda: np.copyto(dst, src), 5)
+    return src, dst
+
+
+def memcpy_rate(buffers: tuple[np.ndarray, np.ndarray]) -> float:
+    src, dst = buffers
+    return src.nbytes / best_of(lambda: np.copyto(dst, src), 5)
 
 
 _DROP_WORKS: bool | None = None
@@ -185,12 +190,20 @@ def cfg(**kw) -> StoreConfig:
     return StoreConfig.model_validate(base)
 
 
-def bench_host(objs: list, total: int) -> dict:
+def bench_host(objs: list, total: int, memcpy: tuple[np.ndarray, np.ndarray], rounds: int = 5) -> dict:
+    """Host put and get+copy. The memcpy reference is timed in every round right before the
+    tier, and the ratio is the median of the per-round ratios: a busy machine slows both alike."""
     store = TieredStore(cfg(host={"budget_bytes": 4 * total, "pin_memory": False}))
     keys = [f"o{i}" for i in range(len(objs))]
     put_t = best_of(lambda: [store.put("bench", k, v) for k, v in zip(keys, objs, strict=True)], 3)
     dst = np.empty(max(nbytes_of(v) for v in objs), dtype=np.uint8)
-    get_t = best_of(lambda: [consume_copy(store.get("bench", k), dst) for k in keys], 3)
+    ratios, get_t = [], float("inf")
+    for _ in range(rounds):
+        ref_rate = memcpy_rate(memcpy)
+        t = best_of(lambda: [consume_copy(store.get("bench", k), dst) for k in keys], 1)
+        get_t = min(get_t, t)
+        ratios.append(total / t / ref_rate)
+    ratios.sort()
     bare_t = best_of(lambda: [store.get("bench", k) for k in keys], 3)
     # the same copies of the same objects, without the store: the same-size reference
     copy_t = best_of(lambda: [consume_copy(v, dst) for v in objs], 3)
@@ -198,6 +211,7 @@ def bench_host(objs: list, total: int) -> dict:
     return {
         "put": total / put_t,
         "get": total / get_t,
+        "get/memcpy": (statistics.median(ratios), ratios[0], ratios[-1]),
         "copy": total / copy_t,
         "get_zero_copy_us": 1e6 * bare_t / len(keys),
     }
@@ -285,15 +299,18 @@ def bench_reopen(n: int, workdir: Path) -> dict:
     build = time.perf_counter() - t0
     out = {"objects": n, "build_seconds": build}
     for label in ("cold", "warm"):
-        if label == "cold":
-            drop_caches([path / "manifest.log"])
-        gc.collect()
-        t0 = time.perf_counter()
-        store = TieredStore(c)
-        out[f"{label}_seconds"] = time.perf_counter() - t0
-        out[f"{label}_replay_seconds"] = store.disk.open_seconds
-        assert len(store.keys("index/emb")) == n
-        store.close()
+        out[f"{label}_seconds"] = float("inf")
+        for _ in range(3):  # the fastest of three: a busy machine only ever adds time
+            if label == "cold":
+                drop_caches([path / "manifest.log"])
+            gc.collect()
+            t0 = time.perf_counter()
+            store = TieredStore(c)
+            seconds = time.perf_counter() - t0
+            if seconds < out[f"{label}_seconds"]:
+                out[f"{label}_seconds"], out[f"{label}_replay_seconds"] = seconds, store.disk.open_seconds
+            assert len(store.keys("index/emb")) == n
+            store.close()
     shutil.rmtree(path)
     return out
 
@@ -325,7 +342,8 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(dir=args.workdir))
     cuda = torch.cuda.is_available()
     try:
-        limits: dict = {"memcpy": memcpy_rate(256 * MiB)}
+        memcpy = memcpy_buffers(256 * MiB)
+        limits: dict = {"memcpy": memcpy_rate(memcpy)}
         seq_file = workdir / "seq.bin"  # kept: each disk measurement re-reads it as its reference
         limits["seq_write_fsync"] = seq_write(seq_file, seq_bytes)
         limits["cache_drop"] = drop_caches([seq_file])
@@ -341,14 +359,14 @@ def main() -> None:
             objs = make_objects(kind, total)
             size = nbytes_of(objs[0])
             data = size * len(objs)
-            h = bench_host(objs, data)
+            h = bench_host(objs, data, memcpy)
             d = bench_disk(objs, data, workdir, seq_file, rounds)
             # (tier, op, rate, reference, its rate, ratio or None: rate / reference,
             #  same-size reference, its rate, ratio to it)
             meas = [
                 # bytes are immutable: the host tier keeps them by reference, so put copies nothing
                 ("host", "put (by ref)" if kind.endswith("bytes") else "put", h["put"], "memcpy", limits["memcpy"]),
-                ("host", "get+copy", h["get"], "memcpy", limits["memcpy"], None, "copy", h["copy"]),
+                ("host", "get+copy", h["get"], "memcpy", limits["memcpy"], h["get/memcpy"], "copy", h["copy"]),
                 ("disk", "put", d["put"], "seq write+fsync", limits["seq_write_fsync"]),
                 ("disk", "get (cold)", d["get"], "seq read (cold)", d["seq"], d["get/seq"], "files", d["files"]),
                 ("disk", "get_many (cold)", d["get_many"], "seq read (cold)", d["seq"], d["get_many/seq"], "files"),
@@ -445,7 +463,9 @@ def markdown(res: dict) -> str:
         "sequential file, the tier's object files with plain reads, the tier with get and with get_many, "
         "after the same cache drop; a disk ratio is the median of the per-round ratios (range in brackets), "
         "its ref GB/s the best round. Same-size ratio: to the same work on the same objects without the tier "
-        "(plain reads of the tier's files; np.copyto of the objects for host get+copy).",
+        "(plain reads of the tier's files; np.copyto of the objects for host get+copy). Host get+copy: "
+        "5 rounds, each timing a 256 MiB memcpy right before the tier; its ratio is the median of the "
+        "per-round ratios. Reopen: the fastest of 3.",
         "",
         "| object | tier | op | GB/s | reference | ref GB/s | ratio | target | ok | same-size ratio |",
         "|---|---|---|---:|---|---:|---:|---:|:-:|---:|",
