@@ -22,8 +22,9 @@ Inputs that the project does not install:
 
     python benchmarks/index.py                 # everything (long: ~1 h on 2 cores)
     python benchmarks/index.py --quick         # fewer queries, 200k synthetic vectors
-    python benchmarks/index.py --corpora wordnet --merge --leann-queries 50
-        # one corpus; its rows replace that corpus's rows in the results, the others are kept
+    python benchmarks/index.py --corpora wordnet --merge --leann-queries 50 --lock /tmp/bench.lock
+        # one corpus; its rows replace that corpus's rows in the results, the others are kept; each
+        # method holds the lock file while it builds and answers queries (one timing run at a time)
     python benchmarks/index.py --gpu-only --embedder PATH --device cuda --out DIR
         # GPU numbers with only torch/transformers/sentence-transformers/numpy/pyarrow + tiergate
 
@@ -58,6 +59,24 @@ SHARED = ROOT.parent / "shared" / "data"
 BENCH = ROOT / "var" / "bench"
 LEANN_PY = BENCH / "leann-venv" / "bin" / "python"
 WORDNET = Path("/usr/share/wordnet")
+TIMING_LOCK: list[Path] = []  # --lock: a file flock'ed around each method's timed part
+
+
+@contextlib.contextmanager
+def timing_lock() -> Any:
+    """Hold --lock's file while one method builds and answers queries (one timing run at a time on a
+    shared machine, and no hold longer than one method's run)."""
+    if not TIMING_LOCK:
+        yield
+        return
+    import fcntl
+
+    with TIMING_LOCK[0].open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 # ------------------------------------------------------------------ measuring helpers
@@ -449,6 +468,24 @@ def bench_tiergate_vectors(corpus: str, x: np.ndarray, q: np.ndarray, truth: np.
 
 
 def run_baseline(
+    corpus: str,
+    method: str,
+    setting: str,
+    build: Any,
+    search: Any,
+    sweep: list[Any],
+    q: np.ndarray,
+    truth: np.ndarray,
+    raw: int,
+    n: int,
+    q_encode_s: float,
+    size_fn: Any,
+) -> Row:
+    with timing_lock():
+        return _run_baseline(corpus, method, setting, build, search, sweep, q, truth, raw, n, q_encode_s, size_fn)
+
+
+def _run_baseline(
     corpus: str,
     method: str,
     setting: str,
@@ -957,13 +994,12 @@ def gpu_markdown(out: Path) -> list[str]:
     for path in runs:
         g = json.loads(path.read_text())
         ratio = g.get("index", {}).get("index_ratio")
+        ratio_text = f"{100 * ratio:.2f}%" if ratio else "-"
         lines.append(
             f"| {path.name} | {g['device']} | {g['embedder']}, {g['dtype']} | {g['passages']} | "
             f"{g['embed_passages_per_s']:,.0f} | {g['build_s_total']:.1f} | {g['p50_ms']:.1f} | "
             f"{g['p95_ms']:.1f} | {g['batched_queries_per_s']:.0f} ({g['query_batch']}) | "
-            f"{g['recall10']:.3f} | {100 * ratio:.2f}% |"
-            if ratio
-            else "-"
+            f"{g['recall10']:.3f} | {ratio_text} |"
         )
     return lines
 
@@ -1015,16 +1051,19 @@ def text_corpus(
     truth = exact_truth(x, q)
     raw = sum(len(t_.encode("utf-8")) for t_ in texts)
     nq = min(len(queries), args.leann_queries or leann_default)
-    rows = [bench_tiergate_text(name, texts, queries, x, truth, embedder, work, subset=None if args.no_leann else nq)]
+    with timing_lock():
+        rows = [
+            bench_tiergate_text(name, texts, queries, x, truth, embedder, work, subset=None if args.no_leann else nq)
+        ]
+        rate = embedding_rate(texts, embedder)
     rows += baselines(name, x, q, truth, raw, q_encode_s, rows[0].index_bytes)
     if not args.no_leann:
         from tiergate.models import embedder_dir
 
         model = embedder_dir(embedder_config(args))
-        rows.append(
-            bench_leann(name, texts, queries[:nq], x, truth, model, raw, work, torch_threads=args.torch_threads)
-        )
-    rate = embedding_rate(texts, embedder)
+        with timing_lock():
+            leann = bench_leann(name, texts, queries[:nq], x, truth, model, raw, work, torch_threads=args.torch_threads)
+        rows.append(leann)
     rows[0].note = f"{rows[0].note}; corpus embedding {rate:.0f} passages/s (512 passages, batches of 64)"
     return rows
 
@@ -1064,7 +1103,8 @@ def run_corpus(corpus: str, embedder: Any, args: argparse.Namespace, work: Path)
         x, q = synthetic(n, 200 if args.quick else 500)
         truth = exact_truth(x, q)
         name = f"synthetic-{n // 1000}k"
-        rows = [bench_tiergate_vectors(name, x, q, truth)]
+        with timing_lock():
+            rows = [bench_tiergate_vectors(name, x, q, truth)]
         return rows + baselines(name, x, q, truth, 0, 0.0, rows[-1].index_bytes)
     raise SystemExit(f"unknown corpus {corpus!r}: musique, wordnet or synthetic")
 
@@ -1098,6 +1138,11 @@ def main() -> None:
         help="keep the rows (and run records) of corpora not run now from the existing index.json",
     )
     ap.add_argument(
+        "--lock",
+        default=None,
+        help="a lock file (e.g. /tmp/bench.lock) held with flock around each method's build and queries",
+    )
+    ap.add_argument(
         "--torch-threads",
         type=int,
         default=None,
@@ -1115,6 +1160,8 @@ def main() -> None:
         return
     from tiergate.models import load_embedder
 
+    if args.lock:
+        TIMING_LOCK.append(Path(args.lock))
     if args.torch_threads:
         import torch
 
