@@ -968,8 +968,9 @@ def markdown(rows: list[Row], meta: dict[str, Any], out: Path) -> list[str]:
             "p95_ms": tg.p95_ms,
         }
         lines.append(
-            f"- {corpus}, on the {le.queries} queries LEANN ran: tiergate p50 {same['p50_ms']:.0f} ms / p95 "
-            f"{same['p95_ms']:.0f} ms, recall@3 {same['recall3']:.3f}, recall@10 {same['recall10']:.3f}; LEANN p50 "
+            f"- {corpus}: tiergate on {same['queries']} queries p50 {same['p50_ms']:.0f} ms / p95 "
+            f"{same['p95_ms']:.0f} ms, recall@3 {same['recall3']:.3f}, recall@10 {same['recall10']:.3f}; LEANN on "
+            f"{le.queries} queries p50 "
             f"{le.p50_ms:.0f} ms / p95 {le.p95_ms:.0f} ms, recall@3 {le.recall3:.3f}, recall@10 {le.recall10:.3f}: "
             f"tiergate {le.p50_ms / same['p50_ms']:.1f}x faster at p50 ({le.p95_ms / same['p95_ms']:.1f}x at p95); "
             f"index {tg.index_bytes} B vs {le.index_bytes} B ({le.index_bytes / max(1, tg.index_bytes):.1f}x smaller)"
