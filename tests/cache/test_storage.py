@@ -157,3 +157,28 @@ def test_old_and_unreadable_records_on_restart(make_cache, caplog) -> None:
     assert store.get(ns, f"p/{bad}") is None  # the unreadable entry's answer goes too
     assert is_current(store.get(ns, f"m/{ok}"))  # rewritten in the current format
     assert again.lookup("t", "m", chat("How can I reverse a Python list?")).outcome == "semantic"
+
+
+def test_table_matches_a_dict_through_random_inserts_removals_and_arena_compaction() -> None:
+    rng = np.random.default_rng(4)
+    table = EntryTable("t", "code", AnnIndex(8, vector_range=1.0))
+    held: dict[int, str] = {}
+    written = 0
+    labels = rng.integers(1, 2**62, size=300).tolist()
+    for step in range(3000):
+        label = labels[int(rng.integers(0, len(labels)))]
+        if rng.random() < 0.6:
+            query = f"question {step} " + "é" * int(rng.integers(0, 400))  # long texts: the arena compacts
+            table.add(_entry(label, query=query, size=step), _unit(rng, 1, 8)[0])
+            held[label] = query
+            written += len(query.encode())
+        else:
+            assert table.remove(label) == (label in held)
+            held.pop(label, None)
+    assert len(table._text) < written // 4  # the arena was compacted
+    assert len(table) == len(held) == len(table.ann)
+    assert {e.label: e.query for e in table.entries()} == held
+    assert all(table.get(label).query == q for label, q in held.items())
+    assert [e.label for e in table.matching(None, None, "question 2999")] == [
+        label for label, q in held.items() if q.startswith("question 2999")
+    ]
