@@ -374,8 +374,8 @@ def cache_child(folder: Path) -> None:
     from tiergate.models import load_embedder
 
     torch.set_num_threads(1)
-    fp32 = load_embedder(ModelsConfig(device="cpu"))
-    embedder = query_encoder(fp32)
+    fp32 = load_embedder(ModelsConfig(device="cpu", embedder_runtime="torch"))  # the reference row
+    embedder = query_encoder(load_embedder(ModelsConfig(device="cpu")))  # what the gateway runs
     lexicon = Lexicon.load()
     vecs = np.load(folder / "vecs.npy")
     data = json.loads((folder / "input.json").read_text())
@@ -658,7 +658,7 @@ def write(results: dict[str, Any]) -> None:
               f"uniform grid over ±{a['vector_range']:.3f}, fitted to the model's example embeddings)",
               f"- embedding one query: {lk['embedding_ms']:.1f} ms on the cache's query path "
               f"({results['query_encoder']}), {lk['embedding_ms_sentence_transformers_fp32']:.1f} ms through "
-              "sentence-transformers in fp32 (one thread, torch.set_num_threads(1))",
+              "sentence-transformers in torch fp32 (one thread)",
               f"- full semantic lookups (embed + search + guard), one at a time: {lk['semantic_lookups_per_s']:.0f}/s "
               f"(mean {lk['mean_ms']:.1f} ms; {lk['semantic_lookups_per_cpu_s']:.0f} per CPU-second); "
               f"{lk['batched_lookups_per_s']:.0f}/s with `lookup_many` in batches of 32 "

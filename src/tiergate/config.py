@@ -58,6 +58,10 @@ class ModelsConfig(_Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="auto = bfloat16 on CUDA, float32 on CPU."
     )
+    embedder_runtime: Literal["auto", "torch", "onnx"] = Field(
+        "auto", description="What runs the embedder's forward pass: auto = ONNX Runtime on CPU (same "
+        "vectors, ~2.5x faster per short query), torch on CUDA.",
+    )
 
 
 class EngineConfig(_Section):

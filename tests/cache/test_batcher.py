@@ -18,7 +18,7 @@ QUESTIONS = ["How do I reverse a list in Python?", "What is the capital of Franc
 
 def test_query_encoder_matches_the_embedder(embedder) -> None:
     enc = QueryEncoder(embedder)
-    assert enc.mode in ("bf16", "direct")  # the fast path is in use for the packaged model
+    assert enc.mode in ("onnx", "bf16", "direct")  # a fast path is in use for the packaged model
     texts = [*QUESTIONS, "a much longer question " * 20]
     mine, theirs = enc.encode(texts, batch_size=4), embedder.encode(texts)
     assert mine.shape == theirs.shape and mine.dtype == np.float32

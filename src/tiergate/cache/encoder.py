@@ -8,6 +8,9 @@ pool, normalise) on a bfloat16 copy of the weights where the CPU has native bf16
 half the bytes to read, and cosines within 1e-4 of the fp32 model's. Batches are sorted by
 length, so short queries are not padded to the longest one in the batch.
 
+When the embedder already runs in ONNX Runtime (the default on CPU, see tiergate.embed_onnx),
+that is faster than any of this and the embedder is used as it is.
+
 At start-up it checks itself against the wrapped embedder on a few probe texts; if the model
 is not a plain mean-pooled, normalised transformer (or anything else differs), it falls back to
 the embedder's own `encode`, so the vectors always match what the rest of the system stores.
@@ -50,6 +53,9 @@ class QueryEncoder:
     def _setup(self, bf16: bool | None) -> None:
         import torch
 
+        if getattr(self.embedder, "runtime", "torch") == "onnx":  # already the fastest path
+            self.mode = "onnx"
+            return
         st = getattr(self.embedder, "model", None)
         if st is None or self.tokenizer is None or len(st) < 2:
             return
@@ -81,7 +87,7 @@ class QueryEncoder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         if self._model is None:
-            return self.embedder.encode(texts, batch_size=batch_size)
+            return self.embedder.encode(texts, batch_size=min(batch_size, _SUB_BATCH))
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         # Sub-batches of at most 16 similar lengths: past that, padding costs more than sharing one

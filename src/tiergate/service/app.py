@@ -95,7 +95,7 @@ def create_app(settings: Settings) -> FastAPI:
         auth=auth,
         backends=backends,
         router=Router(backends, metrics),
-        embeddings=EmbeddingService(settings.models),
+        embeddings=EmbeddingService(settings.models, cache_dir=settings.data_dir / "models"),
         limiter=RateLimiter(settings.auth),
         kv_stats=kv_stats if settings.local_backend() is not None else None,
         indexes=IndexService(settings),

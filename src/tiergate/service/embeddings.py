@@ -8,6 +8,7 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,8 +21,9 @@ log = logging.getLogger(__name__)
 
 
 class EmbeddingService:
-    def __init__(self, config: ModelsConfig, *, max_waiting: int = 32) -> None:
+    def __init__(self, config: ModelsConfig, *, cache_dir: Path | None = None, max_waiting: int = 32) -> None:
         self.config = config
+        self.cache_dir = cache_dir  # where the embedder keeps its exported ONNX graph
         self.name = PACKAGED_EMBEDDER if not config.embedder else config.embedder.rstrip("/").split("/")[-1]
         self.embedder: Embedder | None = None
         self.failed: BaseException | None = None
@@ -35,7 +37,7 @@ class EmbeddingService:
 
     def _load(self) -> None:
         try:
-            embedder = load_embedder(self.config)
+            embedder = load_embedder(self.config, self.cache_dir)
             for hook in self.on_ready:
                 hook(embedder)
             self.embedder = embedder

@@ -1,0 +1,60 @@
+"""The embedder in ONNX Runtime gives the torch model's vectors, and its exported graph is cached."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tiergate import embed_onnx
+from tiergate.cache.encoder import QueryEncoder
+from tiergate.config import ModelsConfig
+from tiergate.models import load_embedder
+
+TEXTS = ["How do I reverse a list in Python?", "x", "  padded  text ", "capital of australia " * 30,
+         "What is the boiling point of water at sea level?", "word " * 600]
+
+
+@pytest.fixture(scope="module")
+def torch_embedder():
+    return load_embedder(ModelsConfig(device="cpu", embedder_runtime="torch"))
+
+
+def test_onnx_runtime_gives_the_torch_vectors(torch_embedder, tmp_path) -> None:
+    assert torch_embedder.runtime == "torch"
+    fast = load_embedder(ModelsConfig(device="cpu"), tmp_path)  # auto = ONNX on CPU
+    assert fast.runtime == "onnx" and fast.model_id == torch_embedder.model_id
+    reference = torch_embedder.encode(TEXTS)
+    for batch_size in (1, 4, 64):  # padded and unpadded batches of mixed lengths
+        mine = fast.encode(TEXTS, batch_size=batch_size)
+        assert mine.shape == reference.shape and mine.dtype == np.float32
+        assert np.min(np.sum(mine * reference, axis=1)) > 0.9999
+        assert np.allclose(np.linalg.norm(mine, axis=1), 1.0, atol=1e-5)
+
+
+def test_the_exported_graph_is_reused_and_a_damaged_one_replaced(torch_embedder, tmp_path) -> None:
+    model = torch_embedder.model
+    embed_onnx.load(model, "minilm", tmp_path, threads=1)
+    graph = tmp_path / "minilm.onnx"
+    first = graph.stat().st_mtime_ns
+    embed_onnx.load(model, "minilm", tmp_path, threads=1)
+    assert graph.stat().st_mtime_ns == first  # read back, not exported again
+
+    graph.write_bytes(b"not an onnx graph")
+    session = embed_onnx.load(model, "minilm", tmp_path, threads=1)
+    assert graph.stat().st_size > 1_000_000  # exported again in place of the damaged file
+    features = torch_embedder._fast.arrays(["hello world"])
+    vector = session(features)[0]
+    assert float(vector @ torch_embedder.encode(["hello world"])[0]) > 0.9999
+    assert list(tmp_path.glob(".onnx-*")) == []  # no temp files left behind
+
+
+def test_onnx_can_be_required() -> None:
+    forced = load_embedder(ModelsConfig(device="cpu", embedder_runtime="onnx"))
+    assert forced.runtime == "onnx"
+
+
+def test_the_cache_encoder_keeps_its_own_path_for_a_torch_embedder(torch_embedder) -> None:
+    enc = QueryEncoder(torch_embedder)
+    assert enc.mode in ("bf16", "direct")
+    mine, theirs = enc.encode(TEXTS, batch_size=4), torch_embedder.encode(TEXTS)
+    assert np.min(np.sum(mine * theirs, axis=1)) > 0.999
