@@ -126,6 +126,23 @@ def redis_server() -> Iterator[str | None]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def held(lock: str | None) -> Iterator[None]:
+    """Hold an flock on `lock` (if given), so one request's timings run on a quiet machine
+    without holding the lock for the whole run."""
+    if not lock:
+        yield
+        return
+    import fcntl
+
+    with open(lock, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def kl_first_token(ref: torch.Tensor, logits: torch.Tensor) -> float:
     lp_ref = torch.log_softmax(ref.float(), -1)
     lp = torch.log_softmax(logits.float(), -1)
@@ -223,24 +240,31 @@ def run_cpu(args: argparse.Namespace) -> dict[str, Any]:
     with redis_server() as redis_url:
         prefix_eng = engine(store_config(), prefix_block_tokens=16)  # vLLM's block size
         stream_eng = engine(store_config(tmp / "stream", disk=True, redis_url=redis_url))
-        sweep = {
-            "prefix": engine(store_config()),
-            "sink": engine(store_config(), chunk_context="sink"),
-            "pos0": engine(store_config(), chunk_context="none"),
-            "int8": engine(store_config(), compression="int8"),
-        }
+        sweep = {"prefix": engine(store_config())}
+        # The same stored chunks, ranked the CacheBlend way (K/V deviation at the selection layer).
+        sweep["deviation"] = Engine(gen, kv_store=KVStore(sweep["prefix"].kv_store.tiers,
+                                                          KVConfig(selection="deviation")))
+        if not args.quick:
+            sweep["sink"] = engine(store_config(), chunk_context="sink")
+            sweep["pos0"] = engine(store_config(), chunk_context="none")
+            sweep["int8"] = engine(store_config(), compression="int8")
         variants = [(f"r={r:g}", "prefix", KVOptions(recompute_ratio=r)) for r in RATIOS]
         variants += [
             (f"adaptive r={DEFAULT_RATIO:g}", "prefix", KVOptions(recompute_ratio=DEFAULT_RATIO, adaptive=True)),
-            (f"int8 r={DEFAULT_RATIO:g}", "int8", KVOptions(recompute_ratio=DEFAULT_RATIO)),
-            ("sink r=0", "sink", KVOptions(recompute_ratio=0.0)),
-            (f"sink r={DEFAULT_RATIO:g}", "sink", KVOptions(recompute_ratio=DEFAULT_RATIO)),
-            ("pos0 r=0", "pos0", KVOptions(recompute_ratio=0.0)),
-            (f"pos0 r={DEFAULT_RATIO:g}", "pos0", KVOptions(recompute_ratio=DEFAULT_RATIO)),
+            (f"deviation r={DEFAULT_RATIO:g}", "deviation", KVOptions(recompute_ratio=DEFAULT_RATIO)),
         ]
+        if not args.quick:
+            variants += [
+                (f"int8 r={DEFAULT_RATIO:g}", "int8", KVOptions(recompute_ratio=DEFAULT_RATIO)),
+                ("sink r=0", "sink", KVOptions(recompute_ratio=0.0)),
+                (f"sink r={DEFAULT_RATIO:g}", "sink", KVOptions(recompute_ratio=DEFAULT_RATIO)),
+                ("pos0 r=0", "pos0", KVOptions(recompute_ratio=0.0)),
+                (f"pos0 r={DEFAULT_RATIO:g}", "pos0", KVOptions(recompute_ratio=DEFAULT_RATIO)),
+            ]
         rows: list[dict[str, Any]] = []
         t_start = time.perf_counter()
-        for i, req in enumerate(stream):
+
+        def run_request(i: int, req: dict[str, Any]) -> dict[str, Any]:
             msgs = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": req["question"]}]
             plan = plan_chat(gen.tokenizer, msgs, req["docs"], full.template)
             row: dict[str, Any] = {
@@ -278,17 +302,27 @@ def run_cpu(args: argparse.Namespace) -> dict[str, Any]:
                     "cached": out["cached"],
                     "recomputed": out["recomputed"],
                 }
-            rows.append(row)
+            return row
+
+        for i, req in enumerate(stream):
+            with held(args.lock):
+                rows.append(run_request(i, req))
+            row = rows[-1]
+            # Rows so far, so a run cut short still leaves its numbers.
+            (Path(tempfile.gettempdir()) / "kvstore_rows.json").write_text(json.dumps(rows, default=str))
             print(
-                f"[{i + 1}/{len(stream)}] {row['prompt_tokens']} tok  full {ref['ttft']:.2f}s  "
-                f"stream {st['ttft']:.2f}s cached {st['cached']}  prefix cached {pc['cached']}  "
-                f"r=.15 KL {row['sweep']['r=0.15']['kl']:.4f}  ({time.perf_counter() - t_start:.0f}s)",
+                f"[{i + 1}/{len(stream)}] {row['prompt_tokens']} tok  full {row['full']['ttft']:.2f}s  "
+                f"stream {row['stream']['ttft']:.2f}s cached {row['stream']['cached']}  "
+                f"prefix cached {row['prefix']['cached']}  r=.15 KL {row['sweep']['r=0.15']['kl']:.4f}  "
+                f"({time.perf_counter() - t_start:.0f}s)",
                 flush=True,
             )
+        results["loadavg_at_end"] = os.getloadavg()
+
         results["rows"] = rows
         results["tiers"] = tier_rates(stream_eng, redis_url, tmp)
         results["stream_stats"] = stream_eng.kv_store.stats.as_dict()
-        results["bytes_per_token"] = bytes_per_token(stream_eng, sweep["int8"], redis_url)
+        results["bytes_per_token"] = bytes_per_token(stream_eng, sweep.get("int8"), redis_url)
     for s in stores:
         s.close()
     shutil.rmtree(tmp, ignore_errors=True)
@@ -296,14 +330,14 @@ def run_cpu(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
-def bytes_per_token(eng: Engine, int8: Engine, redis_url: str | None) -> dict[str, Any]:
+def bytes_per_token(eng: Engine, int8: Engine | None, redis_url: str | None) -> dict[str, Any]:
     fmt = eng.prefiller.fmt
     tiers = eng.kv_store.tiers
     stats = tiers.stats()
     out: dict[str, Any] = {
         "format": fmt.name,
         "payload": fmt.bytes_per_token(),
-        "int8_payload": int8.prefiller.fmt.bytes_per_token(),
+        "int8_payload": int8.prefiller.fmt.bytes_per_token() if int8 is not None else None,
     }
     keys = [k for k in tiers.keys("kv") if k.startswith("chunk/")]
     tokens = sum(tiers.meta("kv", k).size // fmt.bytes_per_token() for k in keys)
@@ -652,7 +686,7 @@ def write_markdown(res: dict[str, Any], path: Path) -> None:
         ]
         b = c["bytes_per_token"]
         lines.append(
-            f"Bytes per token ({b['format']}): host {b['host']}, int8 payload {b['int8_payload']}, "
+            f"Bytes per token ({b['format']}): host {b['host']}, int8 payload {b['int8_payload'] or 'not run'}, "
             + ", ".join(f"{t} {b[t]:.0f}" for t in ("disk", "redis") if t in b)
             + " (disk and Redis include per-object headers; disk also holds prefix blocks)."
         )
@@ -761,6 +795,8 @@ def main() -> None:
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     p.add_argument("--data-dir", default=str(ROOT / "var"), help="tiergate data dir holding the converted model")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--lock", default=None, help="flock this file around each request (not the whole run)")
+    p.add_argument("--quick", action="store_true", help="skip the int8, sink and position-0 variants")
     args = p.parse_args()
     args.tokens = [int(t) for t in args.tokens.split(",")]
     out_dir = Path(args.out)

@@ -6,10 +6,13 @@ Every prompt token is one of three kinds:
 - exact: KV of a stored prompt prefix, identical to what a full prefill computes: never touched;
 - approx: KV of a chunk computed on its own. It lacks attention to the chunks before it.
 
-The first `full_layers` run for fresh and approx tokens alike. At the next layer the fresh
-K/V of the approx tokens are compared with the stored ones; the tokens that moved most (the
-recompute share) stay in the computation with the fresh tokens for the remaining layers, and
-the others keep their stored KV, re-rotated to their real positions. With no approx tokens
+The first `full_layers` run for fresh and approx tokens alike. At the next layer the approx
+tokens are ranked and the top share (the recompute share) stays in the computation with the
+fresh tokens for the remaining layers; the others keep their stored KV, re-rotated to their
+real positions. Ranking by the K/V deviation at that layer (CacheBlend) barely beat a random
+choice on SmolLM2: the error of chunk KV computed without its neighbours is spread over most
+tokens in the deep layers. Ranking by how much the prompt's tail (the question) attends to each
+chunk token, summed over all layers in a cheap pure-reuse pass, halved the first-token KL. With no approx tokens
 this is exactly a full prefill (same code path), so r = 1 and "KV off" agree with it.
 """
 
@@ -50,6 +53,7 @@ class BlendResult:
     token_layers: float  # token-layer units of compute done
     chunk_ratios: dict[int, float] = field(default_factory=dict)  # chunk -> share recomputed
     chunk_deviation: dict[int, float] = field(default_factory=dict)  # chunk -> mean deviation
+    attention: torch.Tensor | None = None  # (N,) tail tokens' attention per position (probe=True)
 
 
 class _Feeder:
@@ -105,6 +109,17 @@ def _deviation(k: torch.Tensor, v: torch.Tensor, ks: torch.Tensor, vs: torch.Ten
     return dk / nk + dv / nv
 
 
+def _tail_attention(lm: LayerModel, q: torch.Tensor, q_pos: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Attention of post-RoPE queries q (1, Hq, T, D) at positions q_pos over post-RoPE keys
+    k (Hkv, N, D), averaged over heads and queries: (N,)."""
+    rep = q.shape[1] // k.shape[0]
+    kk = k.repeat_interleave(rep, dim=0).float()
+    logits = torch.einsum("htd,hnd->htn", q[0].float(), kk) * lm.scaling
+    kp = torch.arange(k.shape[1], device=k.device)
+    logits = logits.masked_fill(kp[None, None, :] > q_pos[None, :, None], float("-inf"))
+    return torch.softmax(logits, dim=-1).mean(dim=(0, 1))
+
+
 def _select(
     dev: torch.Tensor, chunk_of: torch.Tensor, ratio: float, adaptive: bool, reference: float | None,
     max_ratio: float,
@@ -143,7 +158,17 @@ def blend_prefill(
     adaptive: bool = False,
     reference_deviation: float | None = None,
     max_ratio: float = 1.0,
+    selection: str = "deviation",
+    head_tokens: int = 0,
+    probe: bool = False,
 ) -> BlendResult:
+    """Prefill `token_ids` with stored `spans`; see the module docstring.
+
+    selection ranks the approx tokens: "deviation" (fresh vs stored K/V at the selection layer),
+    "attention" (how much the tokens after the last chunk attend to each token, summed over all
+    layers in a cheap pure-reuse pass first), or "attention_deviation" (their product).
+    head_tokens: the first tokens of every chunk are always recomputed (within the share).
+    probe: record the tail tokens' attention per position, summed over layers (in the result)."""
     spans = spans or []
     L, H, D = lm.shape.layers, lm.shape.kv_heads, lm.shape.head_dim
     N = len(token_ids)
@@ -159,6 +184,17 @@ def blend_prefill(
         raise ValueError("the last prompt token must be computed (it produces the first logits)")
     approx_pos = (kind == 1).nonzero().flatten()
     selecting = approx_pos.numel() > 0 and ratio > 0
+    prior = None
+    if selecting and selection in ("attention", "attention_deviation"):
+        prior = blend_prefill(lm, token_ids, spans, ratio=0.0, probe=True).attention
+        prior = prior[approx_pos.to(prior.device)].cpu()
+    head = torch.zeros(approx_pos.numel(), dtype=torch.bool)
+    if head_tokens > 0:
+        for s in spans:
+            if not s.exact:
+                head |= (approx_pos >= s.start) & (approx_pos < s.start + min(head_tokens, s.n))
+    last_approx = int(approx_pos.max()) if approx_pos.numel() else -1
+    attention = torch.zeros(N, device=dev) if probe else None
     select_layer = min(full_layers, L - 1) if selecting else -1
 
     kbuf = torch.empty((L, H, N, D), dtype=lm.dtype, device=dev)
@@ -187,9 +223,18 @@ def blend_prefill(
             a_idx = is_approx.nonzero().flatten().to(dev)
             deviation = _deviation(k[0][:, a_idx], v[0][:, a_idx], kbuf[layer][:, approx_pos.to(dev)],
                                    vbuf[layer][:, approx_pos.to(dev)])
+            deviation = deviation.cpu()
+            score = deviation
+            if prior is not None:
+                score = prior if selection == "attention" else prior * deviation
+            if head.any():
+                score = score.clone()
+                score[head] = float("inf")
             picked, ratios, means = _select(
-                deviation.cpu(), chunk_of[approx_pos], ratio, adaptive, reference_deviation, max_ratio
+                score, chunk_of[approx_pos], ratio, adaptive, reference_deviation, max_ratio
             )
+            if prior is not None:
+                means = {c: float(deviation[chunk_of[approx_pos] == c].mean()) for c in means}
             recomputed = int(picked.numel())
             # Fresh values are better than stored ones for every token computed at this layer.
             kbuf[layer].index_copy_(1, active, k[0])
@@ -214,6 +259,9 @@ def blend_prefill(
         else:
             qpost = apply_rope(q, cos[:, :, active], sin[:, :, active])
             out = lm.attend(layer, qpost, kpost[layer][None], vbuf[layer][None], active, N)
+        if attention is not None:
+            tail = active > last_approx
+            attention += _tail_attention(lm, qpost[:, :, tail], active[tail], kpost[layer])
         hidden = lm.finish(layer, hidden, out)
         token_layers += active_cpu.numel()
 
@@ -226,7 +274,7 @@ def blend_prefill(
         recomputed=recomputed,
         computed=int((kind == 0).sum()),
         token_layers=token_layers,
-        chunk_ratios=ratios, chunk_deviation=means,
+        chunk_ratios=ratios, chunk_deviation=means, attention=attention,
     )
 
 

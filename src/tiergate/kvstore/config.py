@@ -24,6 +24,14 @@ class KVConfig(BaseModel):
         False, description="Per chunk, scale the recompute share by how much its KV deviates in context."
     )
     full_layers: int = Field(1, ge=1, description="Layers computed for every token before selecting.")
+    selection: Literal["attention", "deviation", "attention_deviation"] = Field(
+        "attention",
+        description="How the recomputed tokens are chosen. 'attention': the chunk tokens the prompt's "
+        "tail (the question) attends to most, summed over all layers in a cheap pure-reuse pass first; "
+        "'deviation': the tokens whose K/V at the selection layer moved most from the stored ones "
+        "(CacheBlend); 'attention_deviation': their product.",
+    )
+    head_tokens: int = Field(0, ge=0, description="Always recompute this many first tokens of each chunk.")
     chunk_context: Literal["prefix", "sink", "none"] = Field(
         "prefix",
         description="What a chunk's KV is computed after. 'prefix': the request's own prefix (template "

@@ -141,7 +141,7 @@ class KVPrefiller:
         t_blend = time.perf_counter()
         result = blend_prefill(
             self.lm, ids, spans, ratio=ratio, full_layers=cfg.full_layers, adaptive=adaptive,
-            reference_deviation=self._reference_deviation,
+            reference_deviation=self._reference_deviation, selection=cfg.selection, head_tokens=cfg.head_tokens,
         )
         if result.chunk_deviation:
             mean = sum(result.chunk_deviation.values()) / len(result.chunk_deviation)
