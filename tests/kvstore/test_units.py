@@ -111,3 +111,22 @@ def test_kv_options_validate_the_ratio() -> None:
     KVOptions(recompute_ratio=0.3)
     with pytest.raises(InvalidRequestError):
         KVOptions(recompute_ratio=1.5)
+
+
+def test_tail_attention_matches_softmax_of_sdpa_weights() -> None:
+    from types import SimpleNamespace
+
+    from tiergate.kvstore.blend import _tail_attention
+
+    torch.manual_seed(0)
+    q = torch.randn(1, 6, 3, 8)  # 6 query heads over 2 KV heads (GQA)
+    k = torch.randn(2, 10, 8)
+    pos = torch.tensor([5, 8, 9])
+    got = _tail_attention(SimpleNamespace(scaling=8**-0.5), q, pos, k)
+    kk = k.repeat_interleave(3, dim=0)
+    logits = torch.einsum("htd,hnd->htn", q[0], kk) * 8**-0.5
+    logits[:, 0, 6:] = float("-inf")  # the query at position 5 sees keys 0..5
+    logits[:, 1, 9:] = float("-inf")
+    want = torch.softmax(logits, -1).mean(dim=(0, 1))
+    torch.testing.assert_close(got, want)
+    assert float(got.sum()) == pytest.approx(1.0, abs=1e-5)
