@@ -39,6 +39,7 @@ from tiergate.index.textstore import SCHEMA, make_table, rows_per_group, write_s
 ProgressFn = Callable[[str, int, int | None], None]
 
 EMBED_BLOCK = 256  # chunks per encode call; the Ray path uses the same blocks, so results match
+SHORT_PASSAGE_BYTES = 6144  # PQ floor = this / mean passage bytes (24 B at 256 B, 16 B from 384 B)
 
 
 @dataclass
@@ -46,7 +47,7 @@ class BuildParams:
     chunk_tokens: int = 0  # 0: one record, one passage
     overlap: int = 0
     graph: GraphParams = field(default_factory=GraphParams)
-    pq_bytes: int | None = None  # None: about 2.7% of the mean passage bytes, 16..64
+    pq_bytes: int | None = None  # None: auto_pq_bytes (2.7% of the mean passage, more when short)
     pq_bits: int | None = None  # None: 8 from 8192 passages, else 4
     embed_batch: int = 64
     seed: int = 0
@@ -71,11 +72,25 @@ class Structures:
         return GraphSearcher(self.csr, self.entry, self.pq, self.codes)
 
 
+def auto_pq_bytes(mean_text_bytes: float | None) -> int:
+    """PQ code bytes for a corpus: about 2.7% of the mean passage, 16..64 bytes, and more for short ones.
+
+    Short passages (glosses, titles, FAQ lines) sit close together, so coarse codes leave many
+    near-ties that only exact re-scoring can sort out; the floor grows as passages shrink
+    (SHORT_PASSAGE_BYTES / mean bytes), up to 64 bytes. Their text is tiny, so the ratio to raw
+    text is large either way; ~500 B passages keep the 16-byte floor (8% target).
+    """
+    if mean_text_bytes is None:
+        return 32
+    floor = max(16.0, SHORT_PASSAGE_BYTES / max(1.0, mean_text_bytes))
+    return int(min(64, round(max(floor, 0.027 * mean_text_bytes))))
+
+
 def auto_pq(n: int, dim: int, mean_text_bytes: float | None, pq_bytes: int | None,
             pq_bits: int | None) -> tuple[int, int]:
     nbits = pq_bits or (8 if n >= 8192 else 4)
     if pq_bytes is None:
-        pq_bytes = 32 if mean_text_bytes is None else int(min(64, max(16, round(0.027 * mean_text_bytes))))
+        pq_bytes = auto_pq_bytes(mean_text_bytes)
     return choose_m(dim, pq_bytes, nbits), nbits
 
 

@@ -24,6 +24,23 @@ from tiergate.index.pq import PQ
 ExactFn = Callable[[np.ndarray], np.ndarray]
 
 
+RECOMPUTE_TOKENS = 24 * 256  # exact re-scoring budget per query, in passage tokens
+RECOMPUTE_RANGE = (24, 128)  # the budget in passages stays within this
+
+
+def auto_recompute(mean_text_bytes: float | None, max_tokens: int = 256) -> int:
+    """Most exact re-scorings per query: a budget in tokens, not passages.
+
+    Re-embedding a 20-token gloss costs far less than a 256-token passage, so short-passage
+    corpora (whose PQ ranks near-ties least well) get more re-scorings for about the same time.
+    Tokens are estimated from bytes (~4 bytes a token for English, plus 2 special tokens).
+    """
+    if not mean_text_bytes:
+        return RECOMPUTE_RANGE[0]
+    tokens = min(mean_text_bytes / 4.0, max_tokens) + 2
+    return int(np.clip(RECOMPUTE_TOKENS // tokens, *RECOMPUTE_RANGE))
+
+
 @dataclass
 class SearchParams:
     k: int = 10

@@ -19,7 +19,7 @@ from tiergate.index.csr import decode_graph
 from tiergate.index.errors import CorruptIndexError
 from tiergate.index.manifest import Manifest, read_manifest
 from tiergate.index.pq import PQ, unpack_codes
-from tiergate.index.search import GraphSearcher, Hits, SearchParams, rerank
+from tiergate.index.search import GraphSearcher, Hits, SearchParams, auto_recompute, rerank
 from tiergate.index.textstore import TextStore
 
 Filters = Mapping[str, Any]  # field -> value, or a list/tuple/set of accepted values
@@ -147,6 +147,12 @@ class Index:
                 )
             return self._embedder
 
+    @property
+    def default_recompute(self) -> int:
+        """Re-scorings per query at the defaults: a token budget, so more for short passages."""
+        m = self.manifest
+        return auto_recompute(m.raw_text_bytes / max(1, m.passages))
+
     def admit_mask(self, filters: Filters | None) -> np.ndarray | None:
         """Nodes a search may return: not deleted, and matching every filter field."""
         mask = ~self.deleted if self.deleted.any() else None
@@ -237,9 +243,8 @@ class Index:
         if tenant is not None:
             filters = {**(filters or {}), "tenant": tenant}
         base = SearchParams(k=k)
-        params = SearchParams(
-            k=k, ef=ef or max(base.ef, 2 * k), recompute=recompute or max(base.recompute, 2 * k + k // 2)
-        )
+        rc = recompute or max(self.default_recompute, 2 * k + k // 2)
+        params = SearchParams(k=k, ef=ef or max(base.ef, 2 * k, 2 * rc), recompute=rc)
         if not queries:
             return ([], []) if with_stats else []
         qv = self.embedder.encode(list(queries), batch_size=min(256, len(queries)))

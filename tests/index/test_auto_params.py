@@ -1,0 +1,57 @@
+"""Defaults that adapt to the corpus: PQ code size and the re-scoring budget follow passage length."""
+
+import numpy as np
+import pytest
+from conftest import toy_records, write_jsonl
+
+from tiergate.config import load_settings
+from tiergate.index import build_index, open_index
+from tiergate.index.build import auto_pq, auto_pq_bytes
+from tiergate.index.search import RECOMPUTE_RANGE, auto_recompute
+
+
+def test_pq_bytes_follow_passage_length():
+    assert auto_pq_bytes(81) == 64  # WordNet glosses: coarse codes leave too many near-ties
+    assert auto_pq_bytes(256) == 24
+    assert auto_pq_bytes(500) == 16  # ~500 B passages stay within the 8% target
+    assert auto_pq_bytes(1200) == 32
+    assert auto_pq_bytes(2400) == 64  # MuSiQue: unchanged, 2.7% of the text
+    assert auto_pq_bytes(100_000) == 64
+    assert auto_pq_bytes(None) == 32
+    sizes = [auto_pq_bytes(b) for b in range(40, 600, 7)]
+    assert sizes == sorted(sizes, reverse=True)  # shorter passages never get smaller codes
+    assert auto_pq(117_648, 384, 81, None, None) == (64, 8)
+    assert auto_pq(1255, 384, 2400, None, None) == (128, 4)
+
+
+def test_recompute_budget_is_counted_in_tokens():
+    assert auto_recompute(2400) == RECOMPUTE_RANGE[0]  # 256-token passages: 24, as before
+    assert auto_recompute(81) == RECOMPUTE_RANGE[1]  # ~22-token glosses: capped
+    assert auto_recompute(500) == 48
+    assert auto_recompute(None) == RECOMPUTE_RANGE[0]
+    budgets = [auto_recompute(b) for b in range(40, 4000, 37)]
+    assert budgets == sorted(budgets, reverse=True)
+
+
+@pytest.fixture
+def short_index(tmp_path, hash_embedder):
+    tmp = tmp_path
+    settings = load_settings(data_dir=tmp / "var")
+    recs = toy_records(400)
+    build_index(settings, "short", [write_jsonl(tmp / "short.jsonl", recs)], embedder=hash_embedder)
+    return open_index(settings, "short", embedder=hash_embedder), recs
+
+
+def test_short_passage_index_uses_the_adapted_defaults(short_index):
+    index, recs = short_index
+    mean = index.manifest.raw_text_bytes / index.manifest.passages
+    assert mean < 200
+    assert index.manifest.pq["m"] * index.manifest.pq["nbits"] // 8 >= auto_pq_bytes(mean) // 2
+    assert index.default_recompute == auto_recompute(mean) > 24
+    res, stats = index.search_batch([r["text"] for r in recs[:10]], 5, with_stats=True)
+    assert all(r[0].id == rec["id"] for r, rec in zip(res, recs[:10], strict=True))
+    assert all(0 < s.recomputed <= index.default_recompute for s in stats)
+    # An explicit budget still wins.
+    _, stats = index.search_batch([r["text"] for r in recs[:10]], 5, recompute=12, ef=32, with_stats=True)
+    assert all(0 < s.recomputed <= 12 for s in stats)
+    assert np.mean([s.visited for s in stats]) > 0
