@@ -86,7 +86,7 @@ def embedder():
 @pytest.fixture
 def shared_embedder(embedder, monkeypatch):
     """In-thread gateways share one loaded embedder: the model each would load, loaded once."""
-    monkeypatch.setattr("tiergate.service.embeddings.load_embedder", lambda config: embedder)
+    monkeypatch.setattr("tiergate.service.embeddings.load_embedder", lambda config, cache_dir=None: embedder)
 
 
 @pytest.fixture(autouse=True)
