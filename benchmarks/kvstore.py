@@ -684,6 +684,10 @@ def write_markdown(res: dict[str, Any], path: Path) -> None:
             "## Tiers",
             "",
         ]
+        if c.get("partial"):
+            lines[-2:] = [c["partial"], ""]
+    if "cpu" in res and "bytes_per_token" in res["cpu"]:
+        c = res["cpu"]
         b = c["bytes_per_token"]
         lines.append(
             f"Bytes per token ({b['format']}): host {b['host']}, int8 payload {b['int8_payload'] or 'not run'}, "
@@ -796,6 +800,7 @@ def main() -> None:
     p.add_argument("--data-dir", default=str(ROOT / "var"), help="tiergate data dir holding the converted model")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--lock", default=None, help="flock this file around each request (not the whole run)")
+    p.add_argument("--rows", default=None, help="summarise the rows a cut-short CPU run left (no tiers section)")
     p.add_argument("--quick", action="store_true", help="skip the int8, sink and position-0 variants")
     args = p.parse_args()
     args.tokens = [int(t) for t in args.tokens.split(",")]
@@ -803,7 +808,18 @@ def main() -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "kvstore.json"
     res: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
-    if args.random_weights or args.device == "cuda":
+    if args.rows:
+        rows = json.loads(Path(args.rows).read_text())
+        prev = res.get("cpu", {})
+        res["cpu"] = {
+            "model": prev.get("model", "?"), "requests": len(rows), "passages": args.passages,
+            "answer_tokens": args.answer_tokens, "threads": args.threads, "cpus": os.cpu_count(),
+            "loadavg_at_start": os.getloadavg(), "rows": rows,
+            "summary": summarize(rows, list(rows[0]["sweep"])),
+            "partial": f"Partial run: the first {len(rows)} of the planned requests finished before the run "
+            "was stopped; tier load rates and bytes per token were not measured in it.",
+        }
+    elif args.random_weights or args.device == "cuda":
         res["gpu" if args.device == "cuda" else "cpu_random"] = run_gpu(args)
     else:
         res["cpu"] = run_cpu(args)

@@ -122,14 +122,17 @@ def _tail_attention(lm: LayerModel, q: torch.Tensor, q_pos: torch.Tensor, k: tor
 
 def _select(
     dev: torch.Tensor, chunk_of: torch.Tensor, ratio: float, adaptive: bool, reference: float | None,
-    max_ratio: float,
+    max_ratio: float, score: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[int, float], dict[int, float]]:
-    """Indices (into the approx tokens) to recompute, and per-chunk ratios and deviations."""
+    """Indices (into the approx tokens) to recompute, and per-chunk ratios and deviations.
+
+    Chunk shares (adaptive) follow the deviation `dev`; tokens are ranked by `score` (default dev)."""
+    score = dev if score is None else score
     chunks = torch.unique(chunk_of).tolist()
     means = {c: float(dev[chunk_of == c].mean()) for c in chunks}
     if not adaptive:
         k = min(dev.numel(), math.ceil(ratio * dev.numel() - 1e-9))
-        picked = torch.topk(dev, k).indices if k else dev.new_zeros(0, dtype=torch.long)
+        picked = torch.topk(score, k).indices if k else dev.new_zeros(0, dtype=torch.long)
         ratios = {c: float((chunk_of[picked] == c).sum()) / float((chunk_of == c).sum()) for c in chunks}
         return picked, ratios, means
     # Cache-Craft idea: a chunk whose KV moved more in this context depends more on its
@@ -142,7 +145,7 @@ def _select(
         k = min(idx.numel(), math.ceil(rc * idx.numel() - 1e-9))
         ratios[c] = k / idx.numel()
         if k:
-            picked_parts.append(idx[torch.topk(dev[idx], k).indices])
+            picked_parts.append(idx[torch.topk(score[idx], k).indices])
     picked = torch.cat(picked_parts) if picked_parts else dev.new_zeros(0, dtype=torch.long)
     return picked, ratios, means
 
@@ -231,10 +234,8 @@ def blend_prefill(
                 score = score.clone()
                 score[head] = float("inf")
             picked, ratios, means = _select(
-                score, chunk_of[approx_pos], ratio, adaptive, reference_deviation, max_ratio
+                deviation, chunk_of[approx_pos], ratio, adaptive, reference_deviation, max_ratio, score
             )
-            if prior is not None:
-                means = {c: float(deviation[chunk_of[approx_pos] == c].mean()) for c in means}
             recomputed = int(picked.numel())
             # Fresh values are better than stored ones for every token computed at this layer.
             kbuf[layer].index_copy_(1, active, k[0])
