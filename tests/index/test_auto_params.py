@@ -11,8 +11,8 @@ from tiergate.index.search import RECOMPUTE_RANGE, auto_recompute
 
 
 def test_pq_bytes_follow_passage_length():
-    assert auto_pq_bytes(81) == 64  # WordNet glosses: coarse codes leave too many near-ties
-    assert auto_pq_bytes(256) == 24
+    assert auto_pq_bytes(81) == 96  # WordNet glosses: coarse codes leave too many near-ties
+    assert auto_pq_bytes(256) == 32
     assert auto_pq_bytes(500) == 16  # ~500 B passages stay within the 8% target
     assert auto_pq_bytes(1200) == 32
     assert auto_pq_bytes(2400) == 64  # MuSiQue: unchanged, 2.7% of the text
@@ -20,7 +20,7 @@ def test_pq_bytes_follow_passage_length():
     assert auto_pq_bytes(None) == 32
     sizes = [auto_pq_bytes(b) for b in range(40, 600, 7)]
     assert sizes == sorted(sizes, reverse=True)  # shorter passages never get smaller codes
-    assert auto_pq(117_648, 384, 81, None, None) == (64, 8)
+    assert auto_pq(117_648, 384, 81, None, None) == (96, 8)
     assert auto_pq(1255, 384, 2400, None, None) == (128, 4)
 
 
@@ -46,7 +46,9 @@ def test_short_passage_index_uses_the_adapted_defaults(short_index):
     index, recs = short_index
     mean = index.manifest.raw_text_bytes / index.manifest.passages
     assert mean < 200
-    assert index.manifest.pq["m"] * index.manifest.pq["nbits"] // 8 >= auto_pq_bytes(mean) // 2
+    pq = index.manifest.pq
+    assert (pq["m"], pq["nbits"]) == auto_pq(len(recs), index.manifest.dim, mean, None, None)
+    assert pq["m"] * pq["nbits"] // 8 > 16  # more than the old 16-byte floor
     assert index.default_recompute == auto_recompute(mean) > 24
     res, stats = index.search_batch([r["text"] for r in recs[:10]], 5, with_stats=True)
     assert all(r[0].id == rec["id"] for r, rec in zip(res, recs[:10], strict=True))
