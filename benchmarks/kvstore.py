@@ -543,6 +543,7 @@ def run_gpu(args: argparse.Namespace) -> dict[str, Any]:
     vocab = gen.model.config.vocab_size
     out: dict[str, Any] = {
         "shape": args.shape,
+        "selection": args.selection,
         "device": device,
         "dtype": str(dtype),
         "gpu": torch.cuda.get_device_name() if device == "cuda" else None,
@@ -591,7 +592,7 @@ def run_gpu(args: argparse.Namespace) -> dict[str, Any]:
         for tier, kw in tiers.items():
             for decide in (False, True):
                 with TieredStore(store_config(tmp / f"{tier}{tokens}{decide}", **kw)) as ts:
-                    eng = Engine(gen, kv_store=KVStore(ts, KVConfig(decide_load=decide)))
+                    eng = Engine(gen, kv_store=KVStore(ts, KVConfig(decide_load=decide, selection=args.selection)))
                     times, loaded = [], []
                     for i, plan in enumerate(plans):
                         eng.prefiller.warm(plan)
@@ -796,6 +797,8 @@ def main() -> None:
     p.add_argument("--answer-tokens", type=int, default=32)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--selection", default="attention", choices=["attention", "deviation", "attention_deviation"],
+                   help="random-weights run: how recomputed tokens are chosen")
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     p.add_argument("--data-dir", default=str(ROOT / "var"), help="tiergate data dir holding the converted model")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
