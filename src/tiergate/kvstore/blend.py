@@ -9,11 +9,12 @@ Every prompt token is one of three kinds:
 The first `full_layers` run for fresh and approx tokens alike. At the next layer the approx
 tokens are ranked and the top share (the recompute share) stays in the computation with the
 fresh tokens for the remaining layers; the others keep their stored KV, re-rotated to their
-real positions. Ranking by the K/V deviation at that layer (CacheBlend) barely beat a random
-choice on SmolLM2: the error of chunk KV computed without its neighbours is spread over most
-tokens in the deep layers. Ranking by how much the prompt's tail (the question) attends to each
-chunk token, summed over all layers in a cheap pure-reuse pass, halved the first-token KL. With no approx tokens
-this is exactly a full prefill (same code path), so r = 1 and "KV off" agree with it.
+real positions. Ranking by the K/V deviation at that layer (CacheBlend, the default) barely beat
+a random choice on SmolLM2: the error of chunk KV computed without its neighbours is spread over
+most tokens in the deep layers. Ranking by how much the prompt's tail (the question) attends to
+each chunk token, summed over all layers in a pure-reuse pass, halved the first-token KL, but
+that extra pass halves the time-to-first-token gain. With no approx tokens this is exactly a full
+prefill (same code path), so r = 1 and "KV off" agree with it.
 """
 
 from __future__ import annotations
