@@ -59,3 +59,27 @@ def test_broadcasts_resume_after_redis_restarts(redis_process) -> None:
     finally:
         sender.close()
         listener.close()
+
+
+def test_a_long_backoff_ends_when_the_listener_reconnects(redis_process) -> None:
+    """After an outage the first broadcast goes out once Redis answers again, not after the
+    publisher's backoff (60 s here): a skipped broadcast is never sent."""
+    received: list[dict] = []
+    sender = Invalidator(redis_process.url, "ch", lambda m: None, retry_interval_s=60.0, max_backoff_s=60.0)
+    listener = Invalidator(redis_process.url, "ch", received.append)
+    try:
+        time.sleep(0.2)
+        redis_process.stop()
+        sender.publish({"op": "insert", "id": "lost"})
+        assert sender.breaker.is_open
+        redis_process.start()  # same port, empty
+        assert _eventually(lambda: not sender.breaker.is_open)  # its listener reconnected
+
+        def delivered() -> bool:
+            sender.publish({"op": "insert", "id": "after"})
+            return any(m.get("id") == "after" for m in received)
+
+        assert _eventually(delivered)
+    finally:
+        sender.close()
+        listener.close()

@@ -78,6 +78,9 @@ class Invalidator:
             if failing:
                 log.info("cache invalidation listener reconnected")
                 failing = False
+                # Redis answers again: broadcast from now on rather than after the publisher's
+                # backoff, which can be 30 s long after an outage; a skipped broadcast is lost.
+                self.breaker.success()
             if msg is None or msg.get("type") != "message":
                 continue
             try:
