@@ -8,7 +8,8 @@ import pytest
 from tiergate import embed_onnx
 from tiergate.cache.encoder import QueryEncoder
 from tiergate.config import ModelsConfig
-from tiergate.models import load_embedder
+from tiergate.errors import ConfigError
+from tiergate.models import Embedder, load_embedder
 
 TEXTS = ["How do I reverse a list in Python?", "x", "  padded  text ", "capital of australia " * 30,
          "What is the boiling point of water at sea level?", "word " * 600]
@@ -58,3 +59,23 @@ def test_the_cache_encoder_keeps_its_own_path_for_a_torch_embedder(torch_embedde
     assert enc.mode in ("bf16", "direct")
     mine, theirs = enc.encode(TEXTS, batch_size=4), torch_embedder.encode(TEXTS)
     assert np.min(np.sum(mine * theirs, axis=1)) > 0.999
+
+
+def test_a_model_that_cannot_be_exported_stays_on_torch(torch_embedder, monkeypatch) -> None:
+    def fail(model):
+        raise RuntimeError("cannot trace this model")
+
+    monkeypatch.setattr(embed_onnx, "export", fail)
+    embedder = Embedder(torch_embedder.model, torch_embedder.model_id)
+    assert embedder.use_onnx() is False and embedder.runtime == "torch"
+    assert np.allclose(embedder.encode(TEXTS[:2]), torch_embedder.encode(TEXTS[:2]), atol=1e-5)
+    with pytest.raises(ConfigError, match="embedder_runtime"):
+        load_embedder(ModelsConfig(device="cpu", embedder_runtime="onnx"))
+
+
+def test_an_unwritable_cache_folder_only_costs_the_cache(torch_embedder, tmp_path) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache folder should be")
+    embedder = Embedder(torch_embedder.model, torch_embedder.model_id)
+    assert embedder.use_onnx(blocked / "models") is True and embedder.runtime == "onnx"
+    assert blocked.read_text() == "a file where the cache folder should be"

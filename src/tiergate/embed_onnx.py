@@ -63,12 +63,23 @@ def load(model: Any, key: str, cache_dir: Path | None, threads: int) -> OnnxEmbe
             log.warning("embedder: cached ONNX graph %s unreadable; exporting again", path, exc_info=True)
     graph = export(model)
     if path is not None:
+        _save(graph, path)
+    return OnnxEmbedding(graph, threads)
+
+
+def _save(graph: bytes, path: Path) -> None:
+    """Write atomically; a failed write (disk full, read-only) only costs an export next start."""
+    tmp = None
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".onnx-")
         with os.fdopen(fd, "wb") as f:
             f.write(graph)
         os.replace(tmp, path)
-    return OnnxEmbedding(graph, threads)
+    except OSError as err:
+        log.warning("embedder: could not cache the ONNX graph at %s: %s", path, err)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
 
 
 def export(model: Any) -> bytes:

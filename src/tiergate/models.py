@@ -125,7 +125,11 @@ class Embedder:
         import torch
 
         key = f"{self.model_id.replace('@', '-').replace('/', '_')}-torch{torch.__version__}"
-        self._onnx = embed_onnx.load(self.model, key, cache_dir, threads=torch.get_num_threads())
+        try:
+            self._onnx = embed_onnx.load(self.model, key, cache_dir, threads=torch.get_num_threads())
+        except Exception:  # a model the exporter cannot trace: torch serves it as before
+            log.warning("embedder: ONNX export of %s failed; torch kept", self.model_id, exc_info=True)
+            return False
         if not self._agrees(self._encode_onnx):
             log.warning("embedder: the ONNX graph disagrees with sentence-transformers; torch kept")
             self._onnx = None
@@ -154,12 +158,10 @@ class Embedder:
         import torch
 
         assert self._fast is not None
-        order = np.argsort([-len(t) for t in texts], kind="stable")  # similar lengths pad little
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
         pending: tuple[np.ndarray, Any] | None = None
         with torch.inference_mode():
-            for idx in batches:
+            for idx in _length_batches(texts, batch_size):
                 features = self._fast([texts[i] for i in idx], self.model.device)
                 running = self.model(features)["sentence_embedding"]  # queued on the device
                 if pending is not None:
@@ -171,10 +173,8 @@ class Embedder:
 
     def _encode_onnx(self, texts: list[str], batch_size: int) -> np.ndarray:
         assert self._fast is not None
-        order = np.argsort([-len(t) for t in texts], kind="stable")
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for i in range(0, len(order), batch_size):
-            idx = order[i : i + batch_size]
+        for idx in _length_batches(texts, batch_size):
             vectors = self._onnx(self._fast.arrays([texts[j] for j in idx]))
             out[idx] = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return out
@@ -188,6 +188,12 @@ class Embedder:
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _length_batches(texts: list[str], batch_size: int) -> list[np.ndarray]:
+    """Indices of `texts` in batches of similar length, longest first: similar lengths pad little."""
+    order = np.argsort([-len(t) for t in texts], kind="stable")
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def _normalised(vectors: Any) -> np.ndarray:
