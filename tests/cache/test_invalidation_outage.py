@@ -16,6 +16,11 @@ def _eventually(cond, timeout: float = 10.0) -> bool:
     return cond()
 
 
+def _delivered(sender: Invalidator, received: list[dict], id_: str) -> bool:
+    sender.publish({"op": "insert", "id": id_})
+    return any(m.get("id") == id_ for m in received)
+
+
 def test_a_hung_redis_opens_the_breaker_and_later_broadcasts_skip_it(redis_process) -> None:
     received: list[dict] = []
     sender = Invalidator(redis_process.url, "ch", lambda m: None, retry_interval_s=60.0)
@@ -50,11 +55,7 @@ def test_broadcasts_resume_after_redis_restarts(redis_process) -> None:
         assert sender.dropped == 1
         redis_process.start()  # same port, empty
 
-        def delivered() -> bool:
-            sender.publish({"op": "insert", "id": "after"})
-            return any(m.get("id") == "after" for m in received)
-
-        assert _eventually(delivered)
+        assert _eventually(lambda: _delivered(sender, received, "after"))
         assert not sender.breaker.is_open
     finally:
         sender.close()
@@ -75,11 +76,7 @@ def test_a_long_backoff_ends_when_the_listener_reconnects(redis_process) -> None
         redis_process.start()  # same port, empty
         assert _eventually(lambda: not sender.breaker.is_open)  # its listener reconnected
 
-        def delivered() -> bool:
-            sender.publish({"op": "insert", "id": "after"})
-            return any(m.get("id") == "after" for m in received)
-
-        assert _eventually(delivered)
+        assert _eventually(lambda: _delivered(sender, received, "after"))
     finally:
         sender.close()
         listener.close()
