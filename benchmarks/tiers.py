@@ -13,7 +13,9 @@ measures, on the same objects:
   caches (through /proc/sys/vm/drop_caches, else POSIX_FADV_DONTNEED per file) before each of
   these reads, so ratios compare reads made moments apart under the same procedure;
 - gpu tier (CUDA only): loading host-tier objects to the GPU (`get(device="cuda")`) vs a
-  torch pinned host->GPU copy of a large buffer;
+  torch pinned host->GPU copy of a large buffer, and vs pinned copies of the same objects one by
+  one. The GPU tier holds tensors only, so its target applies to tensors; loading a bytes object
+  converts it (a host copy into pinned staging, then the transfer) and has no target;
 - reopening a disk tier of 100k objects (cold and warm page cache).
 
 Writes benchmarks/results/tiers.json, tiers.md and tiers.png (when matplotlib is installed).
@@ -283,7 +285,19 @@ def bench_gpu(objs: list, total: int) -> dict:
     load()
     get_t = best_of(load, 3)
     store.close()
-    return {"get": total / get_t}
+    if not isinstance(objs[0], torch.Tensor):
+        return {"get": total / get_t, "direct": None}
+    # the same objects copied one by one from pinned memory without the store: small objects are
+    # bound by the per-copy launch, not by the bus
+    pinned = [o.pin_memory() for o in objs]
+
+    def direct() -> None:
+        out = [p.to("cuda", non_blocking=True) for p in pinned]
+        torch.cuda.synchronize()
+        del out
+
+    direct()
+    return {"get": total / get_t, "direct": total / best_of(direct, 3)}
 
 
 def bench_reopen(n: int, workdir: Path) -> dict:
@@ -373,7 +387,8 @@ def main() -> None:
                 ("disk", "get_many (cold)", d["get_many"], "seq read (cold)", d["seq"], d["get_many/seq"], "files"),
             ]
             if cuda:
-                meas.append(("gpu", "load", bench_gpu(objs, data)["get"], "pinned H2D", limits["pinned_h2d"]))
+                g = bench_gpu(objs, data)
+                meas.append(("gpu", "load", g["get"], "pinned H2D", limits["pinned_h2d"], None, "direct", g["direct"]))
             for tier, op, rate, ref, limit, *rest in meas:
                 paired = rest[0] if rest else None  # disk: (median, min, max) of per-round ratios
                 ratio = None if op == "put (by ref)" else (paired[0] if paired else rate / limit)
@@ -382,11 +397,15 @@ def main() -> None:
                     same_ref, same_ratio = "plain read of the same files (cold)", d[f"{op.split()[0]}/files"]
                 elif same_ref == "copy":
                     same_ref, same_ratio = "np.copyto of the same objects", (rate / rest[2],)
+                elif same_ref == "direct" and rest[2] is not None:
+                    same_ref, same_ratio = "pinned H2D copies of the same objects, one by one", (rate / rest[2],)
                 else:
-                    same_ratio = None
+                    same_ref, same_ratio = None, None
                 target = TARGETS.get(tier) if op in ("get+copy", "get (cold)", "get_many (cold)", "load") else None
                 if tier == "disk" and not kind.startswith("4MiB"):
                     target = None  # the disk target is stated for 4 MiB objects
+                if tier == "gpu" and kind.endswith("bytes"):
+                    target = None  # bytes are host objects: a load to the GPU converts them (a host copy first)
                 rows.append(
                     {
                         "object": kind,
@@ -464,7 +483,8 @@ def markdown(res: dict) -> str:
         "sequential file, the tier's object files with plain reads, the tier with get and with get_many, "
         "after the same cache drop; a disk ratio is the median of the per-round ratios (range in brackets), "
         "its ref GB/s the best round. Same-size ratio: to the same work on the same objects without the tier "
-        "(plain reads of the tier's files; np.copyto of the objects for host get+copy). Host get+copy: "
+        "(plain reads of the tier's files; np.copyto of the objects for host get+copy; pinned copies of the "
+        "objects one by one for GPU loads). GPU loads of bytes objects convert them and have no target. Host get+copy: "
         "5 rounds, each timing a 256 MiB memcpy right before the tier (both the best of 3 passes); "
         "its ratio is the median of the "
         "per-round ratios. Reopen: the fastest of 3.",

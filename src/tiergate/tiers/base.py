@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -32,9 +33,14 @@ _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/]{0,127}$")
 MAX_KEY_BYTES = 1024
 
 
+@functools.lru_cache(maxsize=4096)  # the same few namespaces are checked on every call
+def _is_namespace(namespace: str) -> bool:
+    return _NAMESPACE_RE.match(namespace) is not None
+
+
 def check_namespace(namespace: str) -> str:
     """Validate a namespace: 1-128 chars of letters, digits, `_ . - /`, not starting with `/.-`."""
-    if not isinstance(namespace, str) or not _NAMESPACE_RE.match(namespace):
+    if not isinstance(namespace, str) or not _is_namespace(namespace):
         raise ValueError(
             f"invalid namespace {namespace!r}: use 1-128 characters from [A-Za-z0-9_.-/], "
             "starting with a letter, digit or underscore"
@@ -46,7 +52,8 @@ def check_key(key: str) -> str:
     """Validate a key: a non-empty str of at most 1024 UTF-8 bytes."""
     if not isinstance(key, str) or not key:
         raise ValueError(f"invalid key {key!r}: keys are non-empty strings")
-    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+    # a char is at most 4 UTF-8 bytes: only long keys need encoding to be measured
+    if len(key) > MAX_KEY_BYTES // 4 and len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
         raise ValueError(f"key too long ({len(key)} chars): at most {MAX_KEY_BYTES} UTF-8 bytes")
     return key
 

@@ -61,6 +61,13 @@ class StatsBook:
             for name, d in deltas.items():
                 setattr(s, name, getattr(s, name) + d)
 
+    def count_hit(self, tier: str, namespace: str, missed: tuple[str, ...]) -> None:
+        """One hit in `tier` after misses in the faster tiers `missed` (the hot path of a get)."""
+        with self._lock:
+            for t in missed:
+                self._table[(t, namespace)].misses += 1
+            self._table[(tier, namespace)].hits += 1
+
     def snapshot(self) -> dict[tuple[str, str], TierStats]:
         with self._lock:
             return {k: TierStats(**v.as_dict()) for k, v in self._table.items()}

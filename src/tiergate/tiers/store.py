@@ -144,6 +144,9 @@ class TieredStore:
             log.info("disk tier disabled: disk.path is not set")
         if cfg.redis.enabled:
             self.redis = RedisTier(cfg.redis)
+        # the faster tiers a hit in each tier missed in (counted as their misses)
+        order = list(self._tiers)
+        self._above = {t: tuple(order[:i]) for i, t in enumerate([*order, REDIS])}
         self.open_seconds = 0.0
         if self.disk is not None:
             self._load_disk()
@@ -820,11 +823,7 @@ class TieredStore:
             self.stats_book.add(REDIS, ns, misses=1)
 
     def _count_hit(self, tier: TierName, ns: str) -> None:
-        for t in self._tiers:
-            if t is tier:
-                break
-            self.stats_book.add(t, ns, misses=1)
-        self.stats_book.add(tier, ns, hits=1)
+        self.stats_book.count_hit(tier, ns, self._above[tier])
 
     def _expire_locked(self, e: _Entry, now: float, work: _Work) -> bool:
         if e.meta.pins == 0 and e.meta.expired(now):
@@ -849,11 +848,11 @@ class TieredStore:
 
     def _get_local(self, fk: FullKey, as_: Any, device: Any, promote_to: TierName | None) -> tuple[bool, Any]:
         now = self._clock()
-        work = _Work()
+        work = _Work()  # only non-empty after an expiry or a failed disk read
         for _attempt in range(3):
             with self._lock:
                 e = self._entries.get(fk)
-                if e is not None and self._expire_locked(e, now, work):
+                if e is not None and e.meta.expires_at is not None and self._expire_locked(e, now, work):
                     e = None
                 if e is None:
                     break
@@ -868,7 +867,7 @@ class TieredStore:
                         self._tiers[e.mem].policy.touch(fk, meta)
                     self._count_hit(tier, fk[0])
                     target = None
-                    if e.mem is HOST and e.moving is None:
+                    if e.mem is HOST and e.moving is None and GPU in self._tiers:
                         t = self._promotion_target(meta.kind, device, promote_to)
                         target = t if t is GPU else None
                 else:
