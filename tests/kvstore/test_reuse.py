@@ -77,6 +77,26 @@ def test_chunks_are_reused_in_any_order_and_repeated(make_engine: Callable[..., 
     assert stats["chunk_hits"]["host"] == 6 and stats["chunks_stored"] == 4
 
 
+def test_slow_tier_chunks_are_recomputed_instead_of_loaded(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine()
+    costs = engine.kv_store.costs
+    req = request([0, 1, 2], max_tokens=16)
+    off_text, _ = answer(engine, dataclasses.replace(req, kv=dataclasses.replace(req.kv, enabled=False)))
+    answer(engine, req)  # stores the chunks; computing them calibrates the compute rate
+    rate = costs.token_layer_seconds
+    assert rate is not None
+    _, fin = answer(engine, req)
+    assert fin.usage.chunks_hit == 3
+    # a prefill that reused KV also spent time copying it: it must not make compute look dearer
+    assert costs.token_layer_seconds == rate
+    for _ in range(100):  # the host tier now delivers 10 kB/s (a fault that cannot be caused here)
+        costs.observe_load("host", 64 << 20, 6400.0)
+    text, fin = answer(engine, req)
+    assert fin.usage.chunks_hit == 0 and fin.usage.cached_tokens == 0
+    assert engine.kv_store.stats.as_dict()["chunk_skipped"]["host"] == 3
+    assert text == off_text  # everything was computed: the full prefill's answer
+
+
 def test_selective_recompute_is_closer_to_full_prefill(make_engine: Callable[..., Engine]) -> None:
     engine = make_engine()
     warm = request([0, 1, 2, 3])

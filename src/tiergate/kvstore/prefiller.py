@@ -162,8 +162,9 @@ class KVPrefiller:
                 s, e = i * block, (i + 1) * block
                 kv = torch.stack((result.keys_pre[:, :, s:e], result.values[:, :, s:e]), dim=1)
                 pending.blocks.append((block_keys[i], kv))
-        if self.store is not None:
-            # Calibrate compute speed on every prefill (KV off too), loads excluded.
+        if self.store is not None and not spans:
+            # Calibrate compute speed on prefills that reused nothing (KV off too): a blend's time
+            # also holds the copies of the spans it reuses, and would make recomputing look dearer.
             self.store.costs.observe_prefill(result.token_layers, compute_seconds)
         if store is not None:
             costs = store.costs
@@ -203,7 +204,12 @@ class KVPrefiller:
                 continue
             t1 = time.perf_counter()
             kv = compute_span_kv(self.lm, list(context), list(token_ids))
-            if store.save(key, kv, self.fmt, cost=1e3 * (time.perf_counter() - t1)):
+            if self.lm.device.type == "cuda":
+                torch.cuda.synchronize(self.lm.device)
+            seconds = time.perf_counter() - t1
+            # a plain forward of the chunk: what not loading it would cost, per token-layer
+            store.costs.observe_prefill((len(context) + len(token_ids)) * self.lm.shape.layers, seconds)
+            if store.save(key, kv, self.fmt, cost=1e3 * seconds):
                 store.stats.add(chunks_stored=1)
             done.add(key)
         store.stats.add(populate_seconds=time.perf_counter() - t0)
