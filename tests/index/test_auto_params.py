@@ -5,6 +5,7 @@ import pytest
 from conftest import toy_records, write_jsonl
 
 from tiergate.config import load_settings
+from tiergate.errors import InvalidRequestError
 from tiergate.index import build_index, open_index
 from tiergate.index.build import auto_pq, auto_pq_bytes
 from tiergate.index.search import RECOMPUTE_RANGE, auto_recompute
@@ -57,3 +58,15 @@ def test_short_passage_index_uses_the_adapted_defaults(short_index):
     _, stats = index.search_batch([r["text"] for r in recs[:10]], 5, recompute=12, ef=32, with_stats=True)
     assert all(0 < s.recomputed <= 12 for s in stats)
     assert np.mean([s.visited for s in stats]) > 0
+
+
+def test_a_wider_margin_rescores_more_up_to_the_budget(short_index):
+    index, recs = short_index
+    queries = [r["text"][: len(r["text"]) // 2] for r in recs[:20]]  # partial texts: inexact queries
+    _, calibrated = index.search_batch(queries, 5, recompute=20, with_stats=True)
+    _, wide = index.search_batch(queries, 5, recompute=20, margin=2.0, with_stats=True)
+    assert all(s.recomputed == 20 for s in wide)  # a cosine gap never exceeds 2: the whole budget
+    assert sum(s.recomputed for s in calibrated) < sum(s.recomputed for s in wide)
+    for bad in (-0.1, float("nan")):
+        with pytest.raises(InvalidRequestError, match="margin"):
+            index.search_batch(queries[:1], 5, margin=bad)

@@ -153,7 +153,9 @@ def add_back_edges(x: np.ndarray, lists: list[np.ndarray], limits: np.ndarray) -
     n = len(lists)
     src = np.concatenate([np.full(len(v), u, dtype=np.int64) for u, v in enumerate(lists)])
     dst = np.concatenate(lists).astype(np.int64)
-    sims = np.einsum("ed,ed->e", np.asarray(x[src], np.float32), np.asarray(x[dst], np.float32))
+    sims = np.empty(len(src), dtype=np.float32)
+    for s, e in _blocks(len(src), 1 << 20):  # gathering every edge's vectors at once costs 2 x edges x dim floats
+        sims[s:e] = np.einsum("ed,ed->e", np.asarray(x[src[s:e]], np.float32), np.asarray(x[dst[s:e]], np.float32))
     order = np.lexsort((-sims, dst))  # group by target, closest first
     rev_node, rev_nb = dst[order], src[order]
     bounds = np.searchsorted(rev_node, np.arange(n + 1))

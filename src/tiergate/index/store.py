@@ -233,9 +233,13 @@ class Index:
         return rerank(queries, cands, self.exact_vectors, params.k, margin)
 
     def search_batch(self, queries: Sequence[str], k: int = 10, *, ef: int | None = None,
-                     recompute: int | None = None, filters: Filters | None = None, tenant: str | None = None,
-                     with_stats: bool = False) -> Any:
-        """Top-k passages per query. One embedder call for the queries and one per re-scoring round."""
+                     recompute: int | None = None, margin: float | None = None, filters: Filters | None = None,
+                     tenant: str | None = None, with_stats: bool = False) -> Any:
+        """Top-k passages per query. One embedder call for the queries and one per re-scoring round.
+
+        `recompute` caps the exact re-scorings per query; within it, candidates whose PQ score plus
+        `margin` (default: the PQ error calibrated at build) cannot reach the k-th exact score are
+        skipped. A larger margin re-scores more of them: higher recall for more embedding work."""
         if isinstance(queries, str):
             raise InvalidRequestError("search_batch takes a list of queries", param="queries")
         if not 1 <= k <= 1000:
@@ -244,7 +248,9 @@ class Index:
             filters = {**(filters or {}), "tenant": tenant}
         base = SearchParams(k=k)
         rc = recompute or max(self.default_recompute, 2 * k + k // 2)
-        params = SearchParams(k=k, ef=ef or max(base.ef, 2 * k, 2 * rc), recompute=rc)
+        if margin is not None and not margin >= 0:
+            raise InvalidRequestError("margin must be a non-negative number", param="margin")
+        params = SearchParams(k=k, ef=ef or max(base.ef, 2 * k, 2 * rc), recompute=rc, margin=margin)
         if not queries:
             return ([], []) if with_stats else []
         qv = self.embedder.encode(list(queries), batch_size=min(256, len(queries)))

@@ -848,11 +848,11 @@ class TieredStore:
 
     def _get_local(self, fk: FullKey, as_: Any, device: Any, promote_to: TierName | None) -> tuple[bool, Any]:
         now = self._clock()
-        work = _Work()  # only non-empty after an expiry or a failed disk read
+        work = _Work()
         for _attempt in range(3):
             with self._lock:
                 e = self._entries.get(fk)
-                if e is not None and e.meta.expires_at is not None and self._expire_locked(e, now, work):
+                if e is not None and self._expire_locked(e, now, work):
                     e = None
                 if e is None:
                     break
