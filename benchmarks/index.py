@@ -5,8 +5,9 @@ All methods in one run use the same corpus, the same embeddings and the same exa
 recall@3 and @10, exact recomputations per query, latency p50/p95 (text queries end to end: the
 query embedding is included for every method), build time and peak RAM.
 
-Corpora: MuSiQue passages (../shared/data), WordNet glosses and synthetic clustered vectors
-(graph + PQ alone; exact re-scoring is a dot product with stored vectors).
+Corpora: MuSiQue passages (../shared/data), the same passages cut into ~500 B pieces at sentence
+ends (musique-500), WordNet glosses and synthetic clustered vectors (graph + PQ alone; exact
+re-scoring is a dot product with stored vectors).
 
 Inputs that the project does not install:
 - WordNet: Debian's `wordnet-base` (`apt-get install wordnet-base`, files under /usr/share/wordnet).
@@ -42,6 +43,7 @@ import gc
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -212,6 +214,22 @@ def load_musique(path: Path) -> tuple[list[str], list[str]]:
     data = json.loads(path.read_text(encoding="utf-8"))
     texts = list(dict.fromkeys(c["text"] for q in data for c in q["ctxs"]))
     return texts, [q["question"] for q in data]
+
+
+def split_passages(texts: list[str], limit: int = 620) -> list[str]:
+    """Passages cut at sentence ends into pieces of at most `limit` bytes where sentences allow
+    (MuSiQue: ~490 B on average, the ~500 B passage case)."""
+    out = []
+    for t in texts:
+        piece = ""
+        for sentence in re.split(r"(?<=[.!?])\s+", t):
+            if piece and len(piece.encode()) + len(sentence.encode()) > limit:
+                out.append(piece)
+                piece = ""
+            piece = f"{piece} {sentence}".strip()
+        if piece:
+            out.append(piece)
+    return list(dict.fromkeys(out))
 
 
 def load_wordnet(n_queries: int, seed: int = 0) -> tuple[list[str], list[str]]:
@@ -1118,6 +1136,10 @@ def run_corpus(corpus: str, embedder: Any, args: argparse.Namespace, work: Path)
         texts, questions = load_musique(Path(args.musique))
         questions = questions[: args.queries or (40 if args.quick else len(questions))]
         return text_corpus("musique", texts, questions, embedder, args, work, leann_default=10 if args.quick else 30)
+    if corpus == "musique-500":
+        texts, questions = load_musique(Path(args.musique))
+        questions = questions[: args.queries or (40 if args.quick else len(questions))]
+        return text_corpus("musique-500", split_passages(texts), questions, embedder, args, work, leann_default=0)
     if corpus == "wordnet":
         if not (WORDNET / "data.noun").is_file():
             print("[wordnet] skipped: install Debian's wordnet-base", flush=True)
@@ -1133,7 +1155,7 @@ def run_corpus(corpus: str, embedder: Any, args: argparse.Namespace, work: Path)
         with timing_lock():
             rows = [bench_tiergate_vectors(name, x, q, truth)]
         return rows + baselines(name, x, q, truth, 0, 0.0, rows[-1].index_bytes)
-    raise SystemExit(f"unknown corpus {corpus!r}: musique, wordnet or synthetic")
+    raise SystemExit(f"unknown corpus {corpus!r}: musique, musique-500, wordnet or synthetic")
 
 
 def embedder_config(args: argparse.Namespace) -> Any:
