@@ -1002,7 +1002,7 @@ def markdown(rows: list[Row], meta: dict[str, Any], out: Path) -> list[str]:
             f"tiergate {le.p50_ms / same['p50_ms']:.1f}x faster at p50 ({le.p95_ms / same['p95_ms']:.1f}x at p95); "
             f"index {tg.index_bytes} B vs {le.index_bytes} B ({le.index_bytes / max(1, tg.index_bytes):.1f}x smaller)"
         )
-        # the comparison: the fastest tiergate setting at LEANN's recall or better, same queries
+        # the fair comparison: the fastest tiergate setting at LEANN's recall or better, same queries
         matched = [
             p for p in tg.curve
             if (m := p.get("same_queries_as_leann")) and m["recall3"] >= le.recall3 and m["recall10"] >= le.recall10
