@@ -61,12 +61,13 @@ class StatsBook:
             for name, d in deltas.items():
                 setattr(s, name, getattr(s, name) + d)
 
-    def count_hit(self, tier: str, namespace: str, missed: tuple[str, ...]) -> None:
-        """One hit in `tier` after misses in the faster tiers `missed` (the hot path of a get)."""
+    def count_lookup(self, namespace: str, missed: tuple[str, ...], hit: str | None = None) -> None:
+        """One lookup: a miss in each tier of `missed`, then a hit in `hit` if found (a get's hot path)."""
         with self._lock:
             for t in missed:
                 self._table[(t, namespace)].misses += 1
-            self._table[(tier, namespace)].hits += 1
+            if hit is not None:
+                self._table[(hit, namespace)].hits += 1
 
     def snapshot(self) -> dict[tuple[str, str], TierStats]:
         with self._lock:

@@ -817,13 +817,10 @@ class TieredStore:
                     and e.disk_id is not None]
 
     def _count_miss(self, ns: str, *, redis: bool) -> None:
-        for t in self._tiers:
-            self.stats_book.add(t, ns, misses=1)
-        if redis:
-            self.stats_book.add(REDIS, ns, misses=1)
+        self.stats_book.count_lookup(ns, self._above[REDIS] + ((REDIS,) if redis else ()))
 
     def _count_hit(self, tier: TierName, ns: str) -> None:
-        self.stats_book.count_hit(tier, ns, self._above[tier])
+        self.stats_book.count_lookup(ns, self._above[tier], tier)
 
     def _expire_locked(self, e: _Entry, now: float, work: _Work) -> bool:
         if e.meta.pins == 0 and e.meta.expired(now):
