@@ -1132,14 +1132,12 @@ def torch_threads() -> int | None:
 
 
 def run_corpus(corpus: str, embedder: Any, args: argparse.Namespace, work: Path) -> list[Row]:
-    if corpus == "musique":
+    if corpus in ("musique", "musique-500"):
         texts, questions = load_musique(Path(args.musique))
         questions = questions[: args.queries or (40 if args.quick else len(questions))]
-        return text_corpus("musique", texts, questions, embedder, args, work, leann_default=10 if args.quick else 30)
-    if corpus == "musique-500":
-        texts, questions = load_musique(Path(args.musique))
-        questions = questions[: args.queries or (40 if args.quick else len(questions))]
-        return text_corpus("musique-500", split_passages(texts), questions, embedder, args, work, leann_default=0)
+        if corpus == "musique-500":  # no LEANN row by default: the LEANN comparison runs on the passages
+            return text_corpus(corpus, split_passages(texts), questions, embedder, args, work, leann_default=0)
+        return text_corpus(corpus, texts, questions, embedder, args, work, leann_default=10 if args.quick else 30)
     if corpus == "wordnet":
         if not (WORDNET / "data.noun").is_file():
             print("[wordnet] skipped: install Debian's wordnet-base", flush=True)
