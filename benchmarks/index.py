@@ -1102,7 +1102,7 @@ def text_corpus(
         ]
         rate = embedding_rate(texts, embedder)
     rows += baselines(name, x, q, truth, raw, q_encode_s, rows[0].index_bytes)
-    if not args.no_leann:
+    if not args.no_leann and nq:
         from tiergate.models import embedder_dir
 
         model = embedder_dir(embedder_config(args))
