@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import gc
 import itertools
 import json
@@ -375,7 +376,7 @@ def cache_child(folder: Path) -> None:
 
     torch.set_num_threads(1)
     fp32 = load_embedder(ModelsConfig(device="cpu", embedder_runtime="torch"))  # the reference row
-    embedder = query_encoder(load_embedder(ModelsConfig(device="cpu")))  # what the gateway runs
+    embedder = query_encoder(load_embedder(ModelsConfig(device="cpu")), CacheConfig().query_precision)  # as served
     lexicon = Lexicon.load()
     vecs = np.load(folder / "vecs.npy")
     data = json.loads((folder / "input.json").read_text())
@@ -387,6 +388,9 @@ def cache_child(folder: Path) -> None:
     import faiss  # noqa: F401  (its import, ~30 MB once per process, would otherwise land on the first entry)
 
     gc.collect()
+    # Memory freed while the encoder was set up (its graph exported and quantized in memory) would
+    # otherwise be reused by the entries below without growing RSS.
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
     before = rss_bytes()
     t0 = time.perf_counter()
     for (cat, q), vec in zip(stored, vecs, strict=True):
@@ -466,7 +470,8 @@ def main() -> None:
 
     torch.set_num_threads(1)
     fp32 = load_embedder(ModelsConfig(device="cpu"))
-    embedder = query_encoder(fp32)  # what the cache embeds with; every method below uses its vectors
+    # What the cache embeds with (int8 by default); every method below uses its vectors.
+    embedder = query_encoder(fp32, CacheConfig().query_precision)
     lexicon = Lexicon.load()
     rows = [json.loads(line) for line in (DATA / "pairs.jsonl").read_text().splitlines() if line.strip()]
     a_texts = sorted({r["a"] for r in rows})

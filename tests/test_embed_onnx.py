@@ -79,3 +79,31 @@ def test_an_unwritable_cache_folder_only_costs_the_cache(torch_embedder, tmp_pat
     embedder = Embedder(torch_embedder.model, torch_embedder.model_id)
     assert embedder.use_onnx(blocked / "models") is True and embedder.runtime == "onnx"
     assert blocked.read_text() == "a file where the cache folder should be"
+
+
+def test_the_cache_encoder_in_int8_stays_close_to_the_embedder_and_keeps_its_graph(tmp_path) -> None:
+    fast = load_embedder(ModelsConfig(device="cpu"), tmp_path)
+    enc = QueryEncoder(fast, precision="int8")
+    assert enc.mode == "onnx-int8"
+    mine, theirs = enc.encode(TEXTS, batch_size=4), fast.encode(TEXTS)
+    cosines = np.sum(mine * theirs, axis=1)
+    assert np.min(cosines) > 0.97
+    assert np.max(np.abs(mine - theirs)) > 1e-3  # really the 8-bit graph, not the fp32 one
+    assert np.allclose(np.linalg.norm(mine, axis=1), 1.0, atol=1e-5)
+    (int8,) = tmp_path.glob("*.int8.onnx")
+    (fp32,) = [p for p in tmp_path.glob("*.onnx") if p != int8]
+    assert int8.stat().st_size < fp32.stat().st_size / 3  # weights in a quarter of the bytes
+    made = int8.stat().st_mtime_ns
+    again = QueryEncoder(fast, precision="int8")
+    assert int8.stat().st_mtime_ns == made  # read back, not quantized again
+    # The same vector for a query whatever it is batched with.
+    assert np.array_equal(again.encode(TEXTS[:2]), mine[:2])
+    assert np.array_equal(again.encode(TEXTS[1:2]), mine[1:2])
+
+
+def test_fp32_precision_keeps_the_embedder_vectors(torch_embedder) -> None:
+    fast = load_embedder(ModelsConfig(device="cpu"))
+    enc = QueryEncoder(fast, precision="fp32")
+    assert enc.mode == "onnx"
+    assert np.min(np.sum(enc.encode(TEXTS) * torch_embedder.encode(TEXTS), axis=1)) > 0.9999
+    assert QueryEncoder(torch_embedder, precision="int8").mode in ("bf16", "direct")  # int8 needs ONNX

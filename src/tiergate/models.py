@@ -111,6 +111,7 @@ class Embedder:
         self.runtime = "torch"  # or "onnx" once `use_onnx` succeeds
         self._lock = threading.Lock()  # one torch forward pass at a time; it uses all cores already
         self._onnx: Any = None
+        self._onnx_files: tuple[str, Path | None] | None = None  # graph name and folder, once ONNX is tried
         self._fast = _RustTokenizer.for_model(model)
         if self._fast is not None and not self._agrees(self._encode_direct):
             log.warning("embedder: direct tokenisation disagrees with sentence-transformers; not used")
@@ -125,17 +126,28 @@ class Embedder:
         import torch
 
         key = f"{self.model_id.replace('@', '-').replace('/', '_')}-torch{torch.__version__}"
+        self._onnx_files = (key, cache_dir)
         try:
             self._onnx = embed_onnx.load(self.model, key, cache_dir, threads=torch.get_num_threads())
         except Exception:  # a model the exporter cannot trace: torch serves it as before
             log.warning("embedder: ONNX export of %s failed; torch kept", self.model_id, exc_info=True)
             return False
-        if not self._agrees(self._encode_onnx):
+        if not self._agrees(self.encode_onnx):
             log.warning("embedder: the ONNX graph disagrees with sentence-transformers; torch kept")
             self._onnx = None
             return False
         self.runtime = "onnx"
         return True
+
+    def int8_session(self, threads: int = 1) -> Any:
+        """An ONNX session of this model with 8-bit weights (see `embed_onnx.quantize`), for callers
+        that trade ~0.01 of cosine for ~2.3x less CPU a query; None unless the embedder runs ONNX."""
+        from tiergate import embed_onnx
+
+        if self._onnx is None or self._onnx_files is None:
+            return None
+        key, cache_dir = self._onnx_files
+        return embed_onnx.load_int8(self.model, key, cache_dir, threads)
 
     @property
     def device(self) -> str:
@@ -145,7 +157,7 @@ class Embedder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         if self._onnx is not None and not progress:
-            return self._encode_onnx(texts, batch_size)  # no lock: sessions run calls concurrently
+            return self.encode_onnx(texts, batch_size)  # no lock: sessions run calls concurrently
         with self._lock:
             if self._fast is None or progress:
                 vectors = self.model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
@@ -171,11 +183,13 @@ class Embedder:
                 out[pending[0]] = _normalised(pending[1])
         return out
 
-    def _encode_onnx(self, texts: list[str], batch_size: int) -> np.ndarray:
+    def encode_onnx(self, texts: list[str], batch_size: int, session: Any = None) -> np.ndarray:
+        """Vectors from the ONNX graph, or from `session` (an `int8_session`) when given."""
         assert self._fast is not None
+        run = session or self._onnx
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         for idx in _length_batches(texts, batch_size):
-            vectors = self._onnx(self._fast.arrays([texts[j] for j in idx]))
+            vectors = run(self._fast.arrays([texts[j] for j in idx]))
             out[idx] = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return out
 

@@ -207,6 +207,11 @@ class CacheConfig(_Section):
     context_threshold: float = Field(
         0.92, ge=0.0, le=1.0, description="Cosine each earlier user turn needs to count as the same context."
     )
+    query_precision: Literal["int8", "fp32"] = Field(
+        "int8", description="int8: with the embedder in ONNX Runtime (CPU), the cache embeds on a copy with "
+        "8-bit weights, ~2.3x less CPU a query, cosines within ~0.01 of fp32 (all the cache's vectors shift "
+        "alike); fp32: the embedder's own vectors. Entries stored under one keep working under the other.",
+    )
     namespace: str = Field("cache", description="Namespace prefix in the tiered store.")
     redis_url: str | None = Field(None, description="Redis URL for invalidation broadcast; None: local only.")
     channel: str = Field("tiergate:cache:events", description="Redis pub/sub channel of invalidations.")

@@ -114,8 +114,8 @@ class SemanticCache:
         self.clock = clock
         self.rng = rng or random.Random()
         self.guard = Guard(lexicon or Lexicon.load(), tokenizer_words(embedder))
-        # Queries are embedded on the encoder's fast path (same vectors as the embedder's).
-        self.encoder = query_encoder(embedder)
+        # Queries are embedded on the encoder's fast path (the embedder's vectors, or their int8 twins).
+        self.encoder = query_encoder(embedder, config.query_precision)
         self.classifier = CategoryClassifier(config, self.encoder)
         self.comparator = AnswerComparator(self.encoder, min_similarity=config.budget.answer_similarity)
         self.batcher = LookupBatcher(self)
