@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -250,3 +251,40 @@ def test_get_many_skips_damaged_disk_objects(tmp_path) -> None:
         assert all(int(got[k][0]) == int(k[1]) and got[k].shape == (300_000,) for k in got)
         assert not s.contains("ns", "k2") and not s.contains("ns", "k4")
         check_invariants(s)
+
+
+def test_concurrent_puts_share_one_manifest_fsync(tmp_path, monkeypatch) -> None:
+    """Group commit: puts that commit while an fsync is pending are all covered by the next one,
+    and every one of them is durable when its put returns."""
+    with TieredStore(config(tmp_path, disk={"fsync": True}, host={"enabled": False})) as s:
+        s.put("ns", "first", b"x")
+        fsyncs: list[int] = []
+        real_fsync = os.fsync
+        monkeypatch.setattr(os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd))[1])
+        disk = s.disk
+        with disk._sync_lock:  # an fsync in flight: the puts below commit and wait behind it
+            threads = [threading.Thread(target=s.put, args=("ns", f"k{i}", b"v" * 100)) for i in range(4)]
+            for t in threads:
+                t.start()
+            deadline = time.monotonic() + 30
+            while len(disk._live) < 5 and time.monotonic() < deadline:  # all four committed
+                time.sleep(0.01)
+            object_fsyncs = len(fsyncs)
+        for t in threads:
+            t.join()
+        assert object_fsyncs == 4  # each object file on its own
+        assert len(fsyncs) - object_fsyncs == 1  # the four manifest records in one fsync
+        assert disk._synced == disk._appended
+    with TieredStore(config(tmp_path)) as s:
+        assert sorted(s.keys("ns")) == ["first", "k0", "k1", "k2", "k3"]
+
+
+def test_delete_many_removes_every_key_and_counts_those_it_had(tmp_path) -> None:
+    with TieredStore(config(tmp_path)) as s:
+        s.put_many("ns", {"a": b"1", "b": b"2", "c": b"3"})
+        assert s.delete_many("ns", ["a", "c", "missing"]) == 2
+        assert s.keys("ns") == ["b"]
+        check_invariants(s)
+    with TieredStore(config(tmp_path)) as s:
+        assert s.keys("ns") == ["b"]
+    assert len(object_files(tmp_path)) == 1

@@ -4,8 +4,9 @@ Embedding one short query costs about as much as embedding sixteen (the forward 
 reading the weights, not by the tokens), so lookups that arrive together should be embedded
 together. `LookupBatcher.lookup` is awaited from the event loop; a worker thread runs
 `SemanticCache.lookup_many` on everything that queued while the previous batch ran. There is no
-timer: a lone request starts at once, and batches grow only under concurrent load. With torch
-on one thread per forward pass, a second worker runs a second batch on the other core.
+timer: a lone request starts at once, and batches grow only under concurrent load. When a
+forward pass runs on one thread (the int8 ONNX graph, or torch on one thread), a second worker
+runs a second batch on the other core.
 
     lookup = await cache.batcher.lookup(tenant, model, request, category_hint)
 
@@ -35,7 +36,7 @@ class LookupBatcher:
         self.cache = cache
         self.max_batch = max_batch
         self.max_waiting = max_waiting
-        self.workers = workers if workers is not None else default_workers()
+        self.workers = workers if workers is not None else default_workers(cache.encoder.mode)
         self._pending: list[tuple[Item, asyncio.Future[Lookup]]] = []
         self._running = 0
         self._lock = threading.Lock()
@@ -96,11 +97,12 @@ class LookupBatcher:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def default_workers() -> int:
-    """Two batches at once when torch runs each forward pass on one thread and there are two
-    cores or more; else one (a forward pass already spread over the cores gains nothing)."""
+def default_workers(encoder_mode: str) -> int:
+    """Two batches at once when each forward pass runs on one thread and there are two cores or
+    more; else one (a forward pass already spread over the cores gains nothing)."""
     import os
 
     import torch
 
-    return 2 if torch.get_num_threads() == 1 and (os.cpu_count() or 1) >= 2 else 1
+    one_thread = encoder_mode == "onnx-int8" or torch.get_num_threads() == 1
+    return 2 if one_thread and (os.cpu_count() or 1) >= 2 else 1

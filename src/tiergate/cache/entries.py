@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -35,8 +36,9 @@ class EntryStore(Protocol):
     """The part of TieredStore the cache uses."""
 
     def put(self, namespace: str, key: str, value: Any, *, ttl: float | None = None, cost: float = 1.0) -> None: ...
+    def put_many(self, namespace: str, items: Mapping[str, Any], *, ttl: float | None = None) -> None: ...
     def get(self, namespace: str, key: str, default: Any = None, *, as_: Any = None) -> Any: ...
-    def delete(self, namespace: str, key: str) -> bool: ...
+    def delete_many(self, namespace: str, keys: Iterable[str]) -> int: ...
     def keys(self, namespace: str) -> list[str]: ...
 
 
@@ -228,11 +230,15 @@ class MemoryEntryStore:
     def put(self, namespace: str, key: str, value: Any, *, ttl: float | None = None, cost: float = 1.0) -> None:
         self.data[(namespace, key)] = bytes(value)
 
+    def put_many(self, namespace: str, items: Mapping[str, Any], *, ttl: float | None = None) -> None:
+        for key, value in items.items():
+            self.put(namespace, key, value, ttl=ttl)
+
     def get(self, namespace: str, key: str, default: Any = None, *, as_: Any = None) -> Any:
         return self.data.get((namespace, key), default)
 
-    def delete(self, namespace: str, key: str) -> bool:
-        return self.data.pop((namespace, key), None) is not None
+    def delete_many(self, namespace: str, keys: Iterable[str]) -> int:
+        return sum(self.data.pop((namespace, k), None) is not None for k in keys)
 
     def keys(self, namespace: str) -> list[str]:
         return [k for ns, k in self.data if ns == namespace]

@@ -417,11 +417,10 @@ class SemanticCache:
         )
         ns = self._register(tenant)
         meta = encode_meta(entry, vector, created_at=now, history=view.history, history_shape=_shape_digest(view))
-        self.store.put(ns, f"p/{entry.id}", payload, ttl=ttl)
-        try:
-            self.store.put(ns, f"m/{entry.id}", meta, ttl=ttl)
+        try:  # one Redis round trip for both
+            self.store.put_many(ns, {f"p/{entry.id}": payload, f"m/{entry.id}": meta}, ttl=ttl)
         except Exception:
-            self.store.delete(ns, f"p/{entry.id}")  # an answer without its record is never found again
+            self._delete_stored(ns, entry.id)  # an answer without its record is never found again
             raise
         victims = self._index(entry, vector)
         self._drop(victims, "quota")
@@ -493,6 +492,8 @@ class SemanticCache:
         """Report backend load for `model` ("*" for all): 0 = normal, 1 = at or over its SLO.
         Thresholds loosen by up to each category's `loosen_by`, never under `min_threshold`."""
         level = float(min(max(level, 0.0), 1.0))
+        if self._pressure.get(model, 0.0) == level:
+            return  # the usual case, reported on every request from the event loop: no lock to wait for
         with self._lock:
             before = {c.name: self.threshold(c.name, model) for c in self.config.categories}
             if level == 0.0:
@@ -633,8 +634,7 @@ class SemanticCache:
         return self._tenants.get(tenant) or tenant_namespace(self.config.namespace, tenant)
 
     def _delete_stored(self, ns: str, entry_id: str) -> None:
-        self.store.delete(ns, f"p/{entry_id}")
-        self.store.delete(ns, f"m/{entry_id}")
+        self.store.delete_many(ns, [f"p/{entry_id}", f"m/{entry_id}"])
 
     # ------------------------------------------------------------------ bookkeeping
 

@@ -49,8 +49,10 @@ class Services:
     store: TieredStore | None = None  # opened at start-up, closed at shutdown
     cache: SemanticCache | None = None  # built once the embedder has loaded
     coalescer: Coalescer = field(default_factory=Coalescer)
-    # Cache lookups and inserts embed text: they run here, never on the event loop.
-    pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="cache"))
+    # Cache inserts and index searches block (fsync, Redis, embedding): they run here, never on the
+    # event loop. Inserts mostly wait on the disk and Redis, so more threads than cores keep their
+    # waits overlapped (and let the disk tier's group commit share fsyncs).
+    pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(8, thread_name_prefix="cache"))
     draining: bool = False
     # Called with (path, status, request state, seconds) once a response's last byte has left.
     request_observers: list[Callable[[str, int, dict[str, Any], float], None]] = field(default_factory=list)

@@ -154,6 +154,10 @@ class DiskTier:
         self._objects = self.path / "objects"
         self._manifest_path = self.path / "manifest.log"
         self._mlock = threading.Lock()
+        # Group commit: manifest bytes appended and known durable, ever (compaction keeps counting).
+        self._sync_lock = threading.Lock()
+        self._appended = 0
+        self._synced = 0
         self._live: dict[FullKey, Record] = {}
         self._records = 0
         self._mfd = -1
@@ -443,6 +447,7 @@ class DiskTier:
                 os.ftruncate(self._mfd, self._msize)
             raise _full_error(self.path, e, "appending to the manifest") from e
         self._msize += len(rec)
+        self._appended += len(rec)
         self._records += 1
 
     def commit(self, meta: ObjectMeta, file_id: int, file_size: int) -> int | None:
@@ -467,12 +472,25 @@ class DiskTier:
             return old[9]
 
     def sync(self) -> None:
-        """fsync the manifest (after commit/remove, outside the store lock)."""
-        if self.fsync:
+        """fsync the manifest up to the records appended so far (after commit/remove, outside the
+        store lock). Group commit: one fsync runs at a time, without the manifest lock, so other
+        threads keep appending; a caller whose records an earlier fsync already covered returns
+        at once, so concurrent puts share fsyncs instead of queueing one each."""
+        if not self.fsync:
+            return
+        with self._mlock:
+            wanted = self._appended
+        with self._sync_lock:
             with self._mlock:
-                fd = self._mfd
-                if fd >= 0:
-                    os.fsync(fd)
+                if self._synced >= wanted or self._mfd < 0:
+                    return
+                upto, fd = self._appended, os.dup(self._mfd)  # a dup survives a compaction's close
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            with self._mlock:
+                self._synced = max(self._synced, upto)
 
     def _maybe_compact(self) -> None:
         if self._records > 2 * len(self._live) + self.compact_min_records:
@@ -501,6 +519,7 @@ class DiskTier:
         self._mfd = os.open(self._manifest_path, os.O_WRONLY | os.O_APPEND)
         self._msize = len(data)
         self._records = 1
+        self._synced = self._appended  # the snapshot, fsynced above, holds every live record
 
     def unlink(self, fk: FullKey, file_id: int) -> None:
         _unlink(self.file_path(fk, file_id))
