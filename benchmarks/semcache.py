@@ -373,7 +373,9 @@ def cache_child(folder: Path) -> None:
 
     from tiergate.config import ModelsConfig
     from tiergate.models import load_embedder
+    from tiergate.service.heap import pin_mmap_threshold
 
+    pin_mmap_threshold()  # as `tiergate serve` does, before any model loads: the heap of the gateway
     torch.set_num_threads(1)
     fp32 = load_embedder(ModelsConfig(device="cpu", embedder_runtime="torch"))  # the reference row
     embedder = query_encoder(load_embedder(ModelsConfig(device="cpu")), CacheConfig().query_precision)  # as served
@@ -411,7 +413,8 @@ def cache_child(folder: Path) -> None:
         "payload": payload_bytes / n,
         "reported_by_cache_stats": stats["index_bytes"] / n,
         "mean_query_chars": sum(len(q) for _, q in stored) / n,
-        "note": "in a fresh process with faiss already imported: RSS growth per entry minus everything the "
+        "note": "in a fresh process with faiss already imported and glibc's mmap threshold pinned as the gateway "
+                "pins it (tiergate.service.heap): RSS growth per entry minus everything the "
                 "in-memory test store holds (payloads, metadata records, and the store's own dict, keys and "
                 "object headers, listed apart); the metadata record lives in the tiered store (host/disk)",
     }}
@@ -467,7 +470,9 @@ def main() -> None:
 
     from tiergate.config import ModelsConfig
     from tiergate.models import load_embedder
+    from tiergate.service.heap import pin_mmap_threshold
 
+    pin_mmap_threshold()  # as `tiergate serve` does, before any model loads: the heap of the gateway
     torch.set_num_threads(1)
     fp32 = load_embedder(ModelsConfig(device="cpu"))
     # What the cache embeds with (int8 by default); every method below uses its vectors.
@@ -673,7 +678,7 @@ def write(results: dict[str, Any]) -> None:
               f"- bytes per entry besides the response: {total:.0f} = {b['in_memory_index_and_bookkeeping']:.0f} "
               f"in process (index + bookkeeping) + {b['stored_metadata_record']:.0f} metadata record in the tiered "
               f"store (queries of {b['mean_query_chars']:.0f} characters on average). Measured in a fresh process "
-              "(faiss imported first): RSS growth per entry, minus everything the in-memory test store holds. "
+              "(faiss imported first, glibc's mmap threshold pinned as `tiergate serve` pins it): RSS growth per entry, minus everything the in-memory test store holds. "
               f"That store's own dict, keys and object headers add {b['test_store_own_bookkeeping']:.0f} B per "
               "entry (two objects) on top, "
               "listed apart because it is the test store's bookkeeping, not the cache's (a TieredStore keeps its "

@@ -128,6 +128,7 @@ class SemanticCache:
         self._vector_range = vector_range(examples) if config.ann.vector_bits == 8 else None
         self._tenants: dict[str, str] = {}  # tenant -> namespace
         self._counts: dict[tuple[str, str], Counter[str]] = {}
+        self._counts_lock = threading.Lock()  # counting never waits for a search holding `_lock`
         self._pressure: dict[str, float] = {}
         self._pressure_changes: Counter[str] = Counter()
         self.controllers = {
@@ -694,7 +695,7 @@ class SemanticCache:
                 part.touch(entry.label)
 
     def _count(self, tenant: str, category: str, what: str) -> None:
-        with self._lock:
+        with self._counts_lock:
             self._counts.setdefault((tenant, category), Counter())[what] += 1
 
     def _gauge_partition(self, category: str) -> None:
@@ -715,10 +716,12 @@ class SemanticCache:
 
     def stats(self) -> dict[str, Any]:
         """Counts per tenant and category, thresholds in force, entries and bytes."""
+        with self._counts_lock:
+            counts = [(key, dict(c)) for key, c in self._counts.items()]
         with self._lock:
             tenants: dict[str, dict[str, dict[str, int]]] = {}
-            for (tenant, cat), counts in self._counts.items():
-                tenants.setdefault(tenant, {})[cat] = dict(counts)
+            for (tenant, cat), row in counts:
+                tenants.setdefault(tenant, {})[cat] = row
             for (tenant, cat), part in self._parts.items():
                 row = tenants.setdefault(tenant, {}).setdefault(cat, {})
                 row["entries"] = len(part)
