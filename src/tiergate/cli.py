@@ -43,7 +43,8 @@ def serve(
     from tiergate.service.app import create_app
     from tiergate.service.server import DrainingServer
 
-    heap.pin_mmap_threshold()  # before any model loads: see tiergate.service.heap
+    heap.pin_mmap_threshold()  # before any model loads or thread starts: see tiergate.service.heap
+    heap.limit_arenas()
     settings = settings_or_exit(config)
     if host is not None:
         settings.server.host = host

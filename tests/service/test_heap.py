@@ -1,4 +1,5 @@
-"""A pinned mmap threshold gives freed large blocks back to the operating system at once."""
+"""A pinned mmap threshold gives freed large blocks back to the operating system at once, and a
+limit on arenas keeps threads that allocate at the same time in one."""
 
 from __future__ import annotations
 
@@ -41,3 +42,37 @@ def _kept_mib(mode: str) -> int:
 def test_pinned_threshold_returns_freed_blocks_and_the_default_does_not() -> None:
     assert _kept_mib("default") > 64  # the behaviour the gateway works around
     assert _kept_mib("pinned") < 8
+
+
+# Eight threads allocate at the same moment (a barrier), then glibc's malloc_stats lists its arenas.
+ARENAS = """
+import ctypes, sys, threading
+from tiergate.service.heap import limit_arenas
+if sys.argv[1] == "limited":
+    assert limit_arenas(1)
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+barrier = threading.Barrier(8)
+def work():
+    barrier.wait()
+    blocks = [libc.malloc(64) for _ in range(20000)]
+    for b in blocks:
+        libc.free(ctypes.c_void_p(b))
+threads = [threading.Thread(target=work) for _ in range(8)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+libc.malloc_stats()
+"""
+
+
+def _arenas(mode: str) -> int:
+    out = subprocess.run([sys.executable, "-c", ARENAS, mode], capture_output=True, text=True, check=True,
+                         env={"PATH": "/usr/bin:/bin"})
+    return out.stderr.count("Arena ")
+
+
+def test_limited_arenas_keep_concurrent_threads_in_one_and_the_default_does_not() -> None:
+    assert _arenas("default") > 1
+    assert _arenas("limited") == 1
