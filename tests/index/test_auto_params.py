@@ -8,6 +8,7 @@ from tiergate.config import load_settings
 from tiergate.errors import InvalidRequestError
 from tiergate.index import build_index, open_index
 from tiergate.index.build import auto_pq, auto_pq_bytes
+from tiergate.index.graph import SMALL_GRAPH, GraphParams, auto_degree
 from tiergate.index.search import RECOMPUTE_RANGE, auto_recompute
 
 
@@ -34,6 +35,12 @@ def test_recompute_budget_is_counted_in_tokens():
     assert budgets == sorted(budgets, reverse=True)
 
 
+def test_small_graphs_keep_fewer_edges():
+    assert auto_degree(4867) == 12 < auto_degree(SMALL_GRAPH) == 16
+    assert GraphParams().resolved(5000) == GraphParams(degree=12, hub_degree=24)
+    assert GraphParams(degree=20).resolved(5000).hub_degree == 40  # an explicit degree wins
+
+
 @pytest.fixture
 def short_index(tmp_path, hash_embedder):
     tmp = tmp_path
@@ -50,7 +57,8 @@ def test_short_passage_index_uses_the_adapted_defaults(short_index):
     pq = index.manifest.pq
     assert (pq["m"], pq["nbits"]) == auto_pq(len(recs), index.manifest.dim, mean, None, None)
     assert pq["m"] * pq["nbits"] // 8 > 16  # more than the old 16-byte floor
-    assert index.default_recompute == auto_recompute(mean) > 24
+    assert index.default_recompute == max(auto_recompute(mean), index.manifest.recompute) > 24
+    assert index.manifest.params["graph"]["degree"] == 12  # what was built, not "auto"
     res, stats = index.search_batch([r["text"] for r in recs[:10]], 5, with_stats=True)
     assert all(r[0].id == rec["id"] for r, rec in zip(res, recs[:10], strict=True))
     assert all(0 < s.recomputed <= index.default_recompute for s in stats)

@@ -13,7 +13,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from tiergate.index.errors import BuildCancelled, SourceError
 from tiergate.index.graph import GraphParams, build_graph
 from tiergate.index.manifest import Manifest, record_files, write_manifest
 from tiergate.index.pq import PQ, choose_m, pack_codes, train_pq
-from tiergate.index.search import GraphSearcher, calibrate_margin
+from tiergate.index.search import GraphSearcher, calibrate_margin, calibrate_recompute
 from tiergate.index.sources import Source, estimate_records, read_sources
 from tiergate.index.store import IndexInfo, make_info
 from tiergate.index.textstore import SCHEMA, make_table, rows_per_group, write_segment
@@ -55,6 +55,10 @@ class BuildParams:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def resolved(self, n: int) -> BuildParams:
+        """Automatic choices made for n passages, so the manifest records what was built."""
+        return replace(self, graph=self.graph.resolved(n))
+
 
 @dataclass
 class Structures:
@@ -66,6 +70,7 @@ class Structures:
     pq: PQ
     codes: np.ndarray  # (n, m) uint8, node order
     margin: float
+    recompute: int  # calibrated re-scoring depth (see calibrate_recompute)
     seconds: dict[str, float]
 
     def searcher(self) -> GraphSearcher:
@@ -113,9 +118,11 @@ def build_structures(x: np.ndarray, params: BuildParams, *, mean_text_bytes: flo
         if progress:
             progress("pq", e, n)
     seconds["pq"] = time.perf_counter() - t
-    st = Structures(graph.csr, graph.entry, graph.order, pq, codes, 0.0, seconds)
+    st = Structures(graph.csr, graph.entry, graph.order, pq, codes, 0.0, 0, seconds)
     t = time.perf_counter()
-    st.margin = calibrate_margin(_Permuted(x, graph.order), st.searcher(), seed=params.seed)
+    permuted = _Permuted(x, graph.order)
+    st.margin = calibrate_margin(permuted, st.searcher(), seed=params.seed)
+    st.recompute = calibrate_recompute(permuted, st.searcher())
     seconds["calibrate"] = time.perf_counter() - t
     return st
 
@@ -221,6 +228,7 @@ def finish(staged: Staged, folder: Path, manifest_base: dict[str, Any], params: 
     """Graph + PQ from the staged vectors, text store in node order, manifest."""
     x = staged.vectors()
     mean = staged.raw_text_bytes / staged.n
+    params = params.resolved(staged.n)
     st = build_structures(x, params, mean_text_bytes=mean, progress=progress)
     _check_cancel(cancel)
     names = write_structures(folder, st)
@@ -232,6 +240,7 @@ def finish(staged: Staged, folder: Path, manifest_base: dict[str, Any], params: 
     manifest = Manifest(
         passages=staged.n, nodes=staged.n, raw_text_bytes=staged.raw_text_bytes,
         params=params.to_dict(), pq={"m": st.pq.m, "nbits": st.pq.nbits}, margin=st.margin,
+        recompute=st.recompute,
         text_segments=["text-00000.parquet"], created_at=now, updated_at=now,
         stats={"entry": st.entry.tolist(), "truncated_passages": staged.truncated,
                "build_seconds": {k: round(v, 3) for k, v in st.seconds.items()}},

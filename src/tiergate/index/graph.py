@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -23,8 +23,8 @@ Progress = Callable[[str, int, int], None]
 
 @dataclass
 class GraphParams:
-    degree: int = 16  # edges kept per ordinary node
-    hub_degree: int = 32  # edges kept per hub
+    degree: int | None = None  # edges kept per ordinary node; None: auto_degree(n)
+    hub_degree: int | None = None  # edges kept per hub; None: twice the degree
     hub_fraction: float = 0.02  # share of nodes, by in-degree, that are hubs
     alpha: float = 1.2
     build_m: int = 16  # hnswlib M of the candidate graph
@@ -33,6 +33,22 @@ class GraphParams:
     entries: int | None = None  # spread-out entry points; None: sqrt(n), 16..1024
     threads: int | None = None  # None: 1 below 50k nodes (deterministic), else all cores
     seed: int = 0
+
+    def resolved(self, n: int) -> GraphParams:
+        degree = self.degree or auto_degree(n)
+        return replace(self, degree=degree, hub_degree=self.hub_degree or 2 * degree)
+
+
+SMALL_GRAPH = 20_000  # nodes
+
+
+def auto_degree(n: int) -> int:
+    """Edges per node: 16, or 12 below SMALL_GRAPH nodes, where greedy search needs fewer hops.
+
+    On 4.9k MuSiQue chunks degree 12 finds the same candidates as 16 with a quarter less graph,
+    which is what keeps a ~500-byte passage's index under 8% of its text.
+    """
+    return 12 if n < SMALL_GRAPH else 16
 
 
 def _blocks(n: int, size: int):
@@ -229,6 +245,7 @@ class Graph:
 
 def build_graph(x: np.ndarray, p: GraphParams, progress: Progress | None = None) -> Graph:
     n = len(x)
+    p = p.resolved(n)
     if n == 1:
         return Graph(CSR.from_lists([np.zeros(0, np.int32)]), np.zeros(1, np.int64), np.zeros(1, np.int64))
     cand = candidates(x, p, progress)

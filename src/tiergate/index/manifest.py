@@ -34,6 +34,7 @@ class Manifest:
     pq: dict[str, Any]  # m, nbits
     margin: float  # calibrated PQ error margin for re-scoring
     text_segments: list[str]
+    recompute: int | None = None  # calibrated re-scoring depth; None in indexes built before it
     files: dict[str, FileEntry] = field(default_factory=dict)
     created_at: float = 0.0
     updated_at: float = 0.0

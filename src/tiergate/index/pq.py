@@ -98,7 +98,7 @@ def train_pq(
     if nbits not in (4, 8):
         raise ValueError("PQ: nbits must be 4 or 8")
     dsub, ksub = dim // m, 1 << nbits
-    max_train = max_train or 40 * ksub
+    max_train = max_train or max(40 * ksub, 4096)
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(n, size=min(n, max_train), replace=False))
     xs = np.asarray(x[sample], dtype=np.float32).reshape(-1, m, dsub).transpose(1, 0, 2).copy()

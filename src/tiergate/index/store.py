@@ -149,9 +149,10 @@ class Index:
 
     @property
     def default_recompute(self) -> int:
-        """Re-scorings per query at the defaults: a token budget, so more for short passages."""
+        """Re-scorings per query at the defaults: a token budget, so more for short passages, raised
+        to the depth calibrated at build where the PQ codes are coarse for the corpus."""
         m = self.manifest
-        return auto_recompute(m.raw_text_bytes / max(1, m.passages))
+        return max(auto_recompute(m.raw_text_bytes / max(1, m.passages)), m.recompute or 0)
 
     def admit_mask(self, filters: Filters | None) -> np.ndarray | None:
         """Nodes a search may return: not deleted, and matching every filter field."""

@@ -176,7 +176,7 @@ def insert_documents(
         index = open_index(settings, name, tenant, embedder=embedder)
         m = index.manifest
         bp = BuildParams(**{k: v for k, v in m.params.items() if k in ("chunk_tokens", "overlap")})
-        gp = GraphParams(**m.params.get("graph", {}))
+        gp = GraphParams(**m.params.get("graph", {})).resolved(m.nodes)
         if isinstance(records, (list, tuple)) and records and isinstance(records[0], dict):
             records = [records]
         chunks = list(chunk_records(read_sources(records), index.embedder.tokenizer, bp.chunk_tokens, bp.overlap))
