@@ -3,7 +3,7 @@
 import numpy as np
 
 from tiergate.index.build import BuildParams, build_structures
-from tiergate.index.search import SearchParams, rerank
+from tiergate.index.search import SearchParams, exact_top, rerank
 
 
 def clustered(n: int, dim: int, seed: int = 0, sample_seed: int = 0) -> np.ndarray:
@@ -62,3 +62,13 @@ def test_calibrated_rescoring_depth_follows_the_pq_error():
 
     # Coarse codes miss neighbours at the fixed minimum depth; the calibrated depth finds them.
     assert recall(coarse, coarse.recompute) >= 0.95 > recall(coarse, 24)
+
+
+def test_exact_top_in_blocks_matches_one_full_product_and_leaves_out_self():
+    x = clustered(1000, 16)
+    me = np.array([3, 500, 999])
+    got = exact_top(x, x[me], 5, me, block=128)  # blocks that split a query's own row off
+    sims = x[me] @ x.T
+    sims[np.arange(3), me] = -np.inf
+    want = np.argsort(-sims, axis=1)[:, :5]
+    assert [set(g) for g in got.tolist()] == [set(w) for w in want.tolist()]

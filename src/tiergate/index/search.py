@@ -250,11 +250,7 @@ def calibrate_recompute(x: Any, searcher: GraphSearcher, samples: int = 200, k: 
     rng = np.random.default_rng(seed)
     qids = np.sort(rng.choice(n, size=min(samples, n), replace=False))
     q = np.asarray(x[qids], dtype=np.float32)
-    sims = np.empty((len(qids), n), dtype=np.float32)
-    for s in range(0, n, 65536):
-        sims[:, s : s + 65536] = q @ np.asarray(x[s : s + 65536], dtype=np.float32).T
-    sims[np.arange(len(qids)), qids] = -np.inf
-    truth = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    truth = exact_top(x, q, k, exclude=qids)
     found = np.zeros(hi, dtype=np.float64)  # found[d]: true neighbours at PQ rank d, over all queries
     for i, lut in enumerate(searcher.pq.lut(q)):
         c = searcher.candidates(lut, 2 * hi, hi + 1, None)
@@ -263,3 +259,20 @@ def calibrate_recompute(x: Any, searcher: GraphSearcher, samples: int = 200, k: 
     reach = np.cumsum(found) / (k * len(qids))
     depth = int(np.searchsorted(reach, recall) + 1)
     return int(np.clip(depth, lo, hi))
+
+
+def exact_top(x: Any, q: np.ndarray, k: int, exclude: np.ndarray, block: int = 65536) -> np.ndarray:
+    """Ids of each query's k best rows of x by inner product (unordered), row exclude[i] left out;
+    x is read in blocks, so memory stays at one block whatever the corpus size."""
+    rows = np.arange(len(q))
+    best_ids = np.zeros((len(q), 0), dtype=np.int64)
+    best = np.zeros((len(q), 0), dtype=np.float32)
+    for s in range(0, len(x), block):
+        sims = q @ np.asarray(x[s : s + block], dtype=np.float32).T
+        mine = (exclude >= s) & (exclude < s + sims.shape[1])
+        sims[rows[mine], exclude[mine] - s] = -np.inf
+        ids = np.concatenate([best_ids, np.broadcast_to(np.arange(s, s + sims.shape[1]), sims.shape)], 1)
+        sims = np.concatenate([best, sims], 1)
+        keep = np.argpartition(-sims, min(k, sims.shape[1]) - 1, axis=1)[:, :k]
+        best_ids, best = np.take_along_axis(ids, keep, 1), np.take_along_axis(sims, keep, 1)
+    return best_ids
