@@ -107,7 +107,7 @@ def test_ann_search_many_equals_one_at_a_time() -> None:
     assert ann.search_many(queries, 5) == [ann.search(q, 5) for q in queries]
 
 
-def test_a_bypass_is_decided_without_a_batch(make_cache) -> None:
+def test_a_bypass_or_an_exact_hit_in_memory_is_decided_without_a_batch(make_cache) -> None:
     cache = make_cache()
     cache.insert("t", "m", chat(QUESTIONS[0]), answer(QUESTIONS[0]))
     sampled = chat(QUESTIONS[0], temperature=1.9)  # above the cacheable temperature
@@ -120,4 +120,34 @@ def test_a_bypass_is_decided_without_a_batch(make_cache) -> None:
     assert cache.batcher.batches == 0  # answered on the caller's side: no worker ran
     assert cache.stats()["tenants"]["t"]["-"]["bypass"] == 1  # counted like any lookup
     hit = asyncio.run(cache.batcher.lookup("t", "m", chat(QUESTIONS[0])))
+    assert hit.outcome == "exact" and hit.payload is not None and cache.batcher.batches == 0
+    miss = asyncio.run(cache.batcher.lookup("t", "m", chat(QUESTIONS[1])))
+    assert miss.outcome == "miss" and cache.batcher.batches == 1  # a miss needs its embedding
+
+
+def test_an_exact_hit_behind_a_busy_lock_is_found_in_a_batch_not_on_the_loop(make_cache) -> None:
+    import threading
+
+    cache = make_cache()
+    cache.insert("t", "m", chat(QUESTIONS[0]), answer(QUESTIONS[0]))
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:  # another thread mid-search or mid-insert
+        with cache._lock:
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(10)
+    assert cache.quick("t", "m", chat(QUESTIONS[0])) is None  # the event loop waits only briefly for the lock
+
+    async def looked_up():
+        lookup = asyncio.ensure_future(cache.batcher.lookup("t", "m", chat(QUESTIONS[0])))
+        await asyncio.sleep(0.05)
+        release.set()
+        return await lookup
+
+    hit = asyncio.run(looked_up())
+    holder.join()
     assert hit.outcome == "exact" and cache.batcher.batches == 1

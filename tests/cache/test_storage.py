@@ -182,3 +182,24 @@ def test_table_matches_a_dict_through_random_inserts_removals_and_arena_compacti
     assert [e.label for e in table.matching(None, None, "question 2999")] == [
         label for label, q in held.items() if q.startswith("question 2999")
     ]
+
+
+def test_small_partitions_scan_flat_and_grow_into_a_graph() -> None:
+    rng = np.random.default_rng(5)
+    vecs = _unit(rng, 900)
+    ann = AnnIndex(384, vector_range=vector_range(vecs), flat_max=500)
+    queries = vecs[:40] + 0.02 * _unit(rng, 40)
+
+    def nearest_are_exact(n: int) -> bool:
+        exact = queries @ vecs[:n].T
+        return all(ann.search(q, 1)[0][0] == int(row.argmax()) for q, row in zip(queries, exact, strict=True))
+
+    ann.add(list(range(400)), vecs[:400])
+    assert not ann.graph and nearest_are_exact(400)
+    flat_bytes = ann.memory_bytes()
+    ann.add(list(range(400, 900)), vecs[400:])
+    assert ann.graph and len(ann) == 900 and nearest_are_exact(900)
+    assert ann.memory_bytes() > 2 * flat_bytes  # codes plus graph links
+    for ident in range(100, 900):  # deleted past the compaction ratio: small enough to scan again
+        ann.remove(ident)
+    assert not ann.graph and len(ann) == 100 and nearest_are_exact(100)

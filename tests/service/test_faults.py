@@ -458,8 +458,10 @@ def silent_flip(segment: Path) -> int:
 @pytest.mark.slow  # real embedder
 def test_corrupt_files_in_the_data_dir(tmp_path: Path, up: UpstreamServer, caplog, shared_embedder):
     data_dir = tmp_path / "var"
+    # Entries in files of their own, to damage them one by one (tests/tiers/test_inline.py
+    # damages objects kept in the manifest).
     settings = upstream_settings(data_dir, backend(up), cache={"enabled": True, "budget": NO_SAMPLING},
-                                 tiers={"gpu": {"enabled": False}})
+                                 tiers={"gpu": {"enabled": False}, "disk": {"inline_max_bytes": 0}})
     prompts = [prompt(5000 + i) for i in range(6)]
     with run_gateway(settings) as url, httpx.Client() as c:
         answers = {p: content(ask(c, url, p)) for p in prompts}

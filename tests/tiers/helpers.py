@@ -20,10 +20,11 @@ class FakeClock:
 
 
 def config(tmp: Path | None = None, **kw: Any) -> StoreConfig:
-    """A StoreConfig for tests: no GPU tier unless asked, no sweep thread, disk under `tmp`."""
+    """A StoreConfig for tests: no GPU tier unless asked, no sweep thread, disk under `tmp` with
+    every object in a file of its own (test_inline.py covers objects kept in the manifest)."""
     base: dict[str, Any] = {"gpu": {"enabled": False}, "sweep_interval_s": 0}
     if tmp is not None:
-        base["disk"] = {"path": str(tmp), "fsync": False}
+        base["disk"] = {"path": str(tmp), "fsync": False, "inline_max_bytes": 0}
     else:
         base["disk"] = {"enabled": False}
     for k, v in kw.items():

@@ -1,6 +1,10 @@
-"""In-memory ANN over query embeddings: one HNSW graph per (tenant, category) partition.
+"""In-memory ANN over query embeddings: one index per (tenant, category) partition.
 
-faiss `IndexHNSWSQ` with inner product (cosine on normalised vectors). Vectors are kept as 8-bit
+faiss `IndexHNSWSQ` with inner product (cosine on normalised vectors); a partition of fewer than
+`flat_max` vectors is a flat `IndexScalarQuantizer` over the same codes instead. Scanning a few
+thousand 384-byte codes takes well under a millisecond, is exact, and adds in microseconds,
+where an HNSW insert costs a graph search (milliseconds, under the cache's lock, on every miss
+that is stored). A partition moves to HNSW when it grows past `flat_max`. Vectors are kept as 8-bit
 codes on a uniform grid over [-vector_range, vector_range] (384 bytes for MiniLM's 384 dims, a
 half of fp16; cosines within about 0.002 of the exact ones when the range fits the model's
 components, see `vector_range`), or as fp16 when no range is given. The graph adds ~140 bytes.
@@ -35,6 +39,7 @@ class AnnIndex:
         ef_search: int = 48,
         compact_ratio: float = 0.25,
         vector_range: float | None = None,
+        flat_max: int = 4096,
     ) -> None:
         self.dim = dim
         self.m = m
@@ -42,21 +47,32 @@ class AnnIndex:
         self.ef_search = ef_search
         self.compact_ratio = compact_ratio
         self.vector_range = vector_range
-        self._index = self._new()
+        self.flat_max = flat_max
+        self._index = self._new(0)
         self._ids = np.zeros(0, dtype=np.int32)  # faiss position -> id (-1: deleted)
         self._pos = np.zeros(0, dtype=np.int32)  # id -> faiss position (-1: absent)
         self._count = 0  # positions used, live or deleted
         self._live = 0
         self._dead = 0
 
-    def _new(self) -> Any:
+    @property
+    def graph(self) -> bool:
+        """Whether the index is an HNSW graph (else a flat scan)."""
+        return hasattr(self._index, "hnsw")
+
+    def _new(self, size: int) -> Any:
+        """An empty index for `size` vectors: flat under `flat_max`, else HNSW."""
         import faiss  # here, not at module level: importing the settings must not need faiss
 
+        faiss.omp_set_num_threads(1)
         sq = faiss.ScalarQuantizer
         qtype = sq.QT_fp16 if self.vector_range is None else sq.QT_8bit_uniform
-        index = faiss.IndexHNSWSQ(self.dim, qtype, self.m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = self.ef_construction
-        index.hnsw.efSearch = self.ef_search
+        if size < self.flat_max:
+            index = faiss.IndexScalarQuantizer(self.dim, qtype, faiss.METRIC_INNER_PRODUCT)
+        else:
+            index = faiss.IndexHNSWSQ(self.dim, qtype, self.m, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = self.ef_construction
+            index.hnsw.efSearch = self.ef_search
         if self.vector_range is None:
             index.train(np.zeros((1, self.dim), dtype=np.float32))
         else:  # the grid's bounds are the range of the training vectors
@@ -78,6 +94,8 @@ class AnnIndex:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(ids), self.dim)
         for ident in ids:
             self.remove(int(ident))
+        if not self.graph and self._live + len(ids) >= self.flat_max:
+            self._compact(extra=len(ids))  # grown past a flat scan: rebuilt as a graph
         start = self._count
         self._index.add(vectors)
         self._count += len(ids)
@@ -127,13 +145,17 @@ class AnnIndex:
         """The stored (quantised) vectors of live ids."""
         out = np.zeros((len(ids), self.dim), dtype=np.float32)
         for i, ident in enumerate(ids):
-            out[i] = self._index.storage.reconstruct(int(self._pos[ident]))
+            out[i] = self._codes().reconstruct(int(self._pos[ident]))
         return out
 
-    def _compact(self) -> None:
+    def _codes(self) -> Any:
+        return self._index.storage if self.graph else self._index
+
+    def _compact(self, extra: int = 0) -> None:
+        """Rebuild from the live vectors, as the index kind that suits them plus `extra` to come."""
         live = [int(i) for i in self._ids[: self._count] if i >= 0]
         vecs = self.vectors(live) if live else np.zeros((0, self.dim), dtype=np.float32)
-        self._index = self._new()
+        self._index = self._new(len(live) + extra)
         self._ids = np.zeros(0, dtype=np.int32)
         self._pos[:] = -1
         self._count = self._live = self._dead = 0
@@ -141,13 +163,14 @@ class AnnIndex:
             self.add(live, vecs)  # decoded codes re-encode to the same codes
 
     def memory_bytes(self) -> int:
-        """Bytes held: vector codes, graph links (level 0 holds 2*m, each upper level m; a node
-        reaches level l with probability m**-l), per-node offsets and levels, and the id maps."""
+        """Bytes held: vector codes, for a graph its links (level 0 holds 2*m, each upper level m;
+        a node reaches level l with probability m**-l) and per-node offsets and levels, and the
+        id maps."""
         import faiss
 
-        code = faiss.downcast_index(self._index.storage).code_size
-        links = 4 * (2 * self.m + self.m / (self.m - 1))
-        return int(self._count * (code + links + 8 + 4)) + self._ids.nbytes + self._pos.nbytes
+        code = faiss.downcast_index(self._codes()).code_size
+        per_node = 4 * (2 * self.m + self.m / (self.m - 1)) + 8 + 4 if self.graph else 0
+        return int(self._count * (code + per_node)) + self._ids.nbytes + self._pos.nbytes
 
 
 def _grown(arr: np.ndarray, size: int) -> np.ndarray:

@@ -46,9 +46,10 @@ class LookupBatcher:
 
     async def lookup(self, tenant: str, model: str, request: dict[str, Any],
                      category_hint: str | None = None) -> Lookup:
-        # A bypass (cache off, model not cached, a sampled request) is decided right here: a
-        # thread hop for it would cost more than the decision.
-        early = self.cache.bypass(tenant, model, request, category_hint)
+        # A bypass (cache off, model not cached, a sampled request) or an exact hit from memory
+        # is decided right here: a thread hop, or a wait behind a batch's embeddings, would
+        # cost more than the decision.
+        early = self.cache.quick(tenant, model, request, category_hint)
         if early is not None:
             return early
         loop = asyncio.get_running_loop()

@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 Outcome = Literal["exact", "semantic", "miss", "bypass"]
 _REGISTRY_KEY = "tenants"
+_QUICK_WAIT_S = 0.002  # longest an event loop waits for the lock in `quick`
 
 
 @dataclass(frozen=True)
@@ -156,13 +157,33 @@ class SemanticCache:
         t0 = time.perf_counter()
         return self._record(tenant, self._lookup(tenant, model, request, category_hint), t0)
 
-    def bypass(self, tenant: str, model: str, request: dict[str, Any], category_hint: str | None = None
-               ) -> Lookup | None:
-        """The lookup, counted, when the request alone decides it is a bypass (no store read, no
-        embedding: cheap enough for the event loop); else None. Raises like `lookup`."""
+    def quick(self, tenant: str, model: str, request: dict[str, Any], category_hint: str | None = None
+              ) -> Lookup | None:
+        """The lookup, counted, when it needs neither an embedding nor I/O: a bypass the request
+        alone decides, or an exact hit whose answer is in memory. Cheap enough for the event loop
+        (it waits at most `_QUICK_WAIT_S` for the lock); None means "do the full `lookup`".
+        Raises like `lookup`."""
         t0 = time.perf_counter()
-        result = self._bypass(tenant, model, parse_request(tenant, model, request), category_hint)
+        view = parse_request(tenant, model, request)
+        result = self._bypass(tenant, model, view, category_hint) or self._exact_in_memory(tenant, view)
         return None if result is None else self._record(tenant, result, t0)
+
+    def _exact_in_memory(self, tenant: str, view: RequestView) -> Lookup | None:
+        # A search or an insert may hold the lock: a short wait on the loop costs a hit less
+        # than the batch path would (a thread hop and a queue behind the misses' embeddings).
+        if not self._lock.acquire(timeout=_QUICK_WAIT_S):
+            return None
+        try:
+            entry = self._find(tenant, key_label(view.exact_key))
+            if entry is None or entry.expired(self.clock()):
+                return None
+            payload = self.store.peek(self._ns(tenant), f"p/{entry.id}")
+            if payload is None:
+                return None
+            self._parts[(entry.tenant, entry.category)].touch(entry.label)
+        finally:
+            self._lock.release()
+        return Lookup("exact", entry.category, 1.0, bytes(payload), entry.id, view=view)
 
     def lookup_many(
         self, items: list[tuple[str, str, dict[str, Any], str | None]], *, errors: bool = False

@@ -39,6 +39,11 @@ class DiskTierConfig(_Section):
         "False: only objects demoted from memory reach disk (faster puts, not durable).",
     )
     fsync: bool = Field(True, description="fsync objects and the manifest before a put returns (survives power loss).")
+    inline_max_bytes: ByteSize = Field(
+        ByteSize(16 << 10),
+        description="Objects up to this size (encoded) are written into the tier's manifest log rather than a "
+        "file of their own: one append per put instead of a file to create, fsync and later remove.",
+    )
 
 
 class RedisTierConfig(_Section):

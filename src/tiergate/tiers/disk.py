@@ -3,7 +3,8 @@
 Layout under `path`::
 
     LOCK                          flock'ed while a store has the directory open
-    manifest.log                  append-only records: PUT(namespace, key, file id, meta) / DEL
+    manifest.log                  append-only records: PUT(namespace, key, file id, meta) / DEL,
+                                  and PUT records that carry a small object's bytes themselves
     objects/<aa>/<hash>-<id>.obj  codec-format files (header with per-block checksums + payload)
 
 Why this design rather than temp+rename or a segment log:
@@ -26,6 +27,11 @@ Why this design rather than temp+rename or a segment log:
   is compacted (rewritten from the live records) when dead records outnumber live ones.
 - Files left by crashed writers (written but never committed) are removed by a background
   scrub at open, which only touches files older than the open.
+- Small objects (at most `inline_max` bytes encoded: cache answers and their records, a few KB)
+  are written *into* their manifest record instead: one append and one group-committed fsync
+  per put instead of a file created, fsynced and later unlinked, which is most of what such a
+  put costs. They are read back with a `pread` of the manifest, and compaction copies the live
+  ones into the new manifest (small, so cheap, unlike rewriting large objects).
 
 Reads verify the header (namespace and key must match: a file can never be served under another
 name) and each 1 MiB block's checksum (xxh3, see `codec`) on the reading thread, block by block,
@@ -68,7 +74,8 @@ _REC = struct.Struct("<II")  # body length, crc32(body)
 _PUT = struct.Struct("<BQQQdddHHBB")  # op, file id, file size, size, cost, created, expires, ns/key/dtype len, ndim
 _DEL = struct.Struct("<BHH")
 _REC_PUT = struct.Struct("<II" + _PUT.format[1:])  # record header + PUT fields in one unpack
-_OP_PUT, _OP_DEL, _OP_SNAPSHOT = 1, 2, 3
+_OP_PUT, _OP_DEL, _OP_SNAPSHOT, _OP_PUT_INLINE = 1, 2, 3, 4
+_INLINE_BIT = 1 << 63  # set in the "file id" of an object stored inside the manifest
 _KINDS = {Kind.BYTES: 0, Kind.NUMPY: 1, Kind.TORCH: 2}
 _KIND_OF = {v: k for k, v in _KINDS.items()}
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
@@ -89,24 +96,12 @@ def key_hash(fk: FullKey) -> str:
     return hashlib.blake2b(f"{ns}\x00{key}".encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
-def _put_record(meta: ObjectMeta, file_id: int, file_size: int) -> tuple[bytes, Record]:
-    ns, key, dt = meta.namespace.encode(), meta.key.encode("utf-8", "surrogatepass"), meta.dtype.encode()
-    expires = math.nan if meta.expires_at is None else meta.expires_at
-    fixed = _PUT.pack(
-        _OP_PUT,
-        file_id,
-        file_size,
-        meta.size,
-        meta.cost,
-        meta.created_at,
-        expires,
-        len(ns),
-        len(key),
-        len(dt),
-        len(meta.shape),
-    )
-    shape = struct.pack(f"<{len(meta.shape)}Q", *meta.shape)
-    body = b"".join((fixed, ns, key, dt, shape, bytes((_KINDS[meta.kind],))))  # kind byte last
+def is_inline(file_id: int) -> bool:
+    """Whether an object's bytes live in the manifest rather than in a file of their own."""
+    return file_id >= _INLINE_BIT
+
+
+def _put_record(meta: ObjectMeta, file_id: int, file_size: int, blob: bytes = b"") -> tuple[bytes, Record]:
     rec: Record = (
         meta.namespace,
         meta.key,
@@ -120,7 +115,20 @@ def _put_record(meta: ObjectMeta, file_id: int, file_size: int) -> tuple[bytes, 
         file_id,
         file_size,
     )
-    return _REC.pack(len(body), zlib.crc32(body)) + body, rec
+    return _record_bytes(rec, blob), rec
+
+
+def _record_bytes(rec: Record, blob: bytes = b"") -> bytes:
+    """A PUT record; with `blob` (an inline object's encoded bytes) the bytes follow the fields.
+    The crc covers the fields only: the blob carries its own checksums, so a damaged object
+    reads as corrupt (a miss) instead of cutting the manifest short at its record."""
+    ns, key, dt = rec[0].encode(), rec[1].encode("utf-8", "surrogatepass"), rec[4].encode()
+    expires = math.nan if rec[8] is None else rec[8]
+    op = _OP_PUT_INLINE if is_inline(rec[9]) else _OP_PUT
+    fixed = _PUT.pack(op, rec[9], rec[10], rec[2], rec[6], rec[7], expires, len(ns), len(key), len(dt), len(rec[5]))
+    shape = struct.pack(f"<{len(rec[5])}Q", *rec[5])
+    fields = b"".join((fixed, ns, key, dt, shape, bytes((rec[3],))))  # kind byte after the shape
+    return _REC.pack(len(fields) + len(blob), zlib.crc32(fields)) + fields + blob
 
 
 def _snapshot_record(live: dict[FullKey, Record]) -> bytes:
@@ -147,10 +155,12 @@ def _full_error(path: Path, exc: OSError, what: str) -> StorageError:
 class DiskTier:
     name = TierName.DISK
 
-    def __init__(self, path: str | os.PathLike[str], budget_bytes: int, *, fsync: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike[str], budget_bytes: int, *, fsync: bool = True,
+                 inline_max: int = 16 << 10) -> None:
         self.path = Path(path)
         self.budget_bytes = int(budget_bytes)
         self.fsync = fsync
+        self.inline_max = inline_max
         self._objects = self.path / "objects"
         self._manifest_path = self.path / "manifest.log"
         self._mlock = threading.Lock()
@@ -159,8 +169,12 @@ class DiskTier:
         self._appended = 0
         self._synced = 0
         self._live: dict[FullKey, Record] = {}
+        self._inline: dict[FullKey, int] = {}  # where each live inline object's bytes start in the manifest
+        self._inline_bytes = 0  # their total size
+        self._pending: dict[int, bytes] = {}  # inline objects written, not yet committed, by id
         self._records = 0
         self._mfd = -1
+        self._rfd = -1  # the manifest, opened for reading inline objects
         self._msize = 0
         self._lock_fd = -1
         self._scrub_thread: threading.Thread | None = None
@@ -171,6 +185,7 @@ class DiskTier:
         self.open_seconds = 0.0
         self.replayed = 0
         self.compact_min_records = 10_000  # compact when dead records exceed live ones by this
+        self.compact_min_bytes = 64 << 20  # or when the manifest is this much over twice its live inline bytes
 
     # ---- open / close ----------------------------------------------------------------------
 
@@ -197,6 +212,7 @@ class DiskTier:
             ) from e
         records = self._replay()
         self._mfd = os.open(self._manifest_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._rfd = os.open(self._manifest_path, os.O_RDONLY)
         self._msize = os.fstat(self._mfd).st_size
         self.open_seconds = time.perf_counter() - t0
         self._opened_at = opened_at
@@ -210,6 +226,7 @@ class DiskTier:
         except FileNotFoundError:
             return []
         live: dict[FullKey, Record] = {}
+        inline: dict[FullKey, int] = {}
         mv = memoryview(data)
         pos, n, count = 0, len(data), 0
         rec_size, put_size, del_size = _REC.size, _PUT.size, _DEL.size
@@ -221,17 +238,18 @@ class DiskTier:
             start = pos + rec_size
             op = data[start] if start < n else 0
             try:
-                if op == _OP_PUT:
+                if op == _OP_PUT or op == _OP_PUT_INLINE:
                     blen, crc, _, fid, fsize, size, cost, created, expires, nl, kl, dl, nd = unpack_rec_put(data, pos)
                 else:
                     blen, crc = unpack_rec(data, pos)
             except struct.error:
                 break
             end = start + blen
-            if end > n or blen == 0 or crc32(mv[start:end]) != crc:
+            checked = end - fsize if op == _OP_PUT_INLINE else end  # an inline blob has its own checksums
+            if end > n or blen == 0 or checked <= start or crc32(mv[start:checked]) != crc:
                 break
             try:
-                if op == _OP_PUT:
+                if op == _OP_PUT or op == _OP_PUT_INLINE:
                     p = start + put_size
                     nsb = data[p : p + nl]
                     ns = strings.get(nsb) or strings.setdefault(nsb, nsb.decode())
@@ -248,6 +266,12 @@ class DiskTier:
                         break
                     fk = (ns, key)
                     live.pop(fk, None)  # a re-put moves to the end: keep commit order
+                    if op == _OP_PUT_INLINE:
+                        if end - (p + 8 * nd + 1) != fsize or not is_inline(fid):
+                            break
+                        inline[fk] = p + 8 * nd + 1
+                    else:
+                        inline.pop(fk, None)
                     live[fk] = (
                         ns,
                         key,
@@ -266,6 +290,7 @@ class DiskTier:
                     p = start + del_size
                     fk = (data[p : p + nl].decode(), data[p + nl : p + nl + kl].decode("utf-8", "surrogatepass"))
                     live.pop(fk, None)
+                    inline.pop(fk, None)
                 elif op == _OP_SNAPSHOT and count == 0:
                     live = {(r[0], r[1]): r for r in marshal.loads(mv[start + 1 : end])}
                 else:
@@ -281,6 +306,8 @@ class DiskTier:
                 f.flush()
                 os.fsync(f.fileno())
         self._live = live
+        self._inline = inline
+        self._inline_bytes = sum(live[fk][10] for fk in inline)
         self._records = count
         self.replayed = len(live)
         return list(live.values())
@@ -336,6 +363,9 @@ class DiskTier:
                     os.fsync(self._mfd)
                 os.close(self._mfd)
                 self._mfd = -1
+            if self._rfd >= 0:
+                os.close(self._rfd)
+                self._rfd = -1
         if self._lock_fd >= 0:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = -1
@@ -347,7 +377,14 @@ class DiskTier:
         return self._objects / h[:2] / f"{h}-{file_id:016x}.obj"
 
     def write(self, fk: FullKey, head: bytes, payload: memoryview) -> tuple[int, int]:
-        """Write a new, not yet committed version file; returns (file id, file size)."""
+        """Write a new, not yet committed version file; returns (file id, file size). An object
+        of at most `inline_max` bytes is only kept until `commit` writes it into the manifest."""
+        total = len(head) + len(payload)
+        if total <= self.inline_max:
+            file_id = _INLINE_BIT | int.from_bytes(os.urandom(8), "little") >> 1
+            with self._mlock:
+                self._pending[file_id] = b"".join((head, payload))
+            return file_id, total
         while True:
             file_id = int.from_bytes(os.urandom(8), "little") >> 1
             path = self.file_path(fk, file_id)
@@ -361,7 +398,6 @@ class DiskTier:
                 continue
             except OSError as e:
                 raise _full_error(self.path, e, "creating an object file") from e
-        total = len(head) + len(payload)
         try:
             try:
                 bufs = [memoryview(head), payload]
@@ -382,7 +418,7 @@ class DiskTier:
         return file_id, total
 
     def discard(self, fk: FullKey, file_id: int) -> None:
-        _unlink(self.file_path(fk, file_id))
+        self.unlink(fk, file_id)
 
     def read(
         self,
@@ -393,6 +429,8 @@ class DiskTier:
     ) -> Value:
         """Read, verify and decode one object. Raises FileNotFoundError or CorruptObjectError."""
         fk = (meta.namespace, meta.key)
+        if is_inline(file_id):
+            return self._read_inline(fk, file_id, file_size)
         fd = os.open(self.file_path(fk, file_id), os.O_RDONLY)
         try:
             size = os.fstat(fd).st_size
@@ -435,6 +473,19 @@ class DiskTier:
             os.close(fd)
         return from_raw(buf, header.kind, header.dtype, header.shape)
 
+    def _read_inline(self, fk: FullKey, file_id: int, size: int) -> Value:
+        with self._mlock:  # a compaction moves the bytes: read them where they are now
+            rec, at = self._live.get(fk), self._inline.get(fk)
+            if rec is None or rec[9] != file_id or at is None or self._rfd < 0:
+                raise FileNotFoundError(f"inline object {fk[0]}/{fk[1]} is gone")
+            blob = os.pread(self._rfd, size, at)
+        if len(blob) != size:
+            raise CorruptObjectError(f"short read: {len(blob)} of {size} inline bytes")
+        header, value = codec.loads(blob)
+        if (header.namespace, header.key) != fk:
+            raise CorruptObjectError("inline object belongs to another key")
+        return value
+
     # ---- manifest ----------------------------------------------------------------------------
 
     def _append(self, rec: bytes) -> None:
@@ -453,11 +504,17 @@ class DiskTier:
     def commit(self, meta: ObjectMeta, file_id: int, file_size: int) -> int | None:
         """Make a written file the current version of its key. Returns the replaced file id."""
         fk = (meta.namespace, meta.key)
-        raw, rec = _put_record(meta, file_id, file_size)
         with self._mlock:
+            blob = self._pending.pop(file_id) if is_inline(file_id) else b""
+            raw, rec = _put_record(meta, file_id, file_size, blob)
             self._append(raw)
             old = self._live.pop(fk, None)
             self._live[fk] = rec
+            if old is not None and self._inline.pop(fk, None) is not None:
+                self._inline_bytes -= old[10]
+            if blob:
+                self._inline[fk] = self._msize - len(blob)
+                self._inline_bytes += len(blob)
             self._maybe_compact()
         return None if old is None else old[9]
 
@@ -466,10 +523,29 @@ class DiskTier:
         with self._mlock:
             if fk not in self._live:
                 return None
-            self._append(_del_record(fk))
+            try:
+                self._append(_del_record(fk))
+            except StorageError:
+                if fk in self._inline:
+                    self._spoil(fk)
+                raise
             old = self._live.pop(fk)
+            if self._inline.pop(fk, None) is not None:
+                self._inline_bytes -= old[10]
             self._maybe_compact()
             return old[9]
+
+    def _spoil(self, fk: FullKey) -> None:
+        """Overwrite the start of an inline object in place, for a delete that a full device
+        cannot log: it then reads as corrupt (a miss) after a restart instead of coming back.
+        Rewriting bytes already on disk needs no new space."""
+        at, rec = self._inline.pop(fk), self._live.pop(fk)
+        self._inline_bytes -= rec[10]
+        fd = os.open(self._manifest_path, os.O_WRONLY)  # not O_APPEND: that would ignore the offset
+        try:
+            os.pwrite(fd, bytes(min(rec[10], 64)), at)
+        finally:
+            os.close(fd)
 
     def sync(self) -> None:
         """fsync the manifest up to the records appended so far (after commit/remove, outside the
@@ -493,14 +569,29 @@ class DiskTier:
                 self._synced = max(self._synced, upto)
 
     def _maybe_compact(self) -> None:
-        if self._records > 2 * len(self._live) + self.compact_min_records:
+        # by dead records, and by the bytes of replaced or deleted inline objects still in the log
+        if (self._records > 2 * len(self._live) + self.compact_min_records
+                or self._msize > 2 * self._inline_bytes + self.compact_min_bytes):
             self._compact()
 
     def _compact(self) -> None:
-        """Rewrite the manifest as one snapshot record of the live set (tmp, fsync, rename)."""
+        """Rewrite the manifest as one snapshot record of the objects in files, then one record
+        per live inline object with its bytes (tmp, fsync, rename)."""
         tmp = self._manifest_path.with_suffix(".tmp")
-        data = _snapshot_record(self._live)
+        files = {fk: r for fk, r in self._live.items() if not is_inline(r[9])}
+        parts = [_snapshot_record(files)]
+        moved: dict[FullKey, int] = {}
+        size = len(parts[0])
         try:
+            for fk, at in self._inline.items():
+                rec = self._live[fk]
+                blob = os.pread(self._rfd, rec[10], at)
+                if len(blob) != rec[10]:
+                    raise OSError(errno.EIO, f"short read of inline object {fk[0]}/{fk[1]}")
+                parts.append(_record_bytes(rec, blob))
+                size += len(parts[-1])
+                moved[fk] = size - len(blob)
+            data = b"".join(parts)
             with open(tmp, "wb") as f:
                 f.write(data)
                 f.flush()
@@ -517,11 +608,18 @@ class DiskTier:
             return
         os.close(self._mfd)
         self._mfd = os.open(self._manifest_path, os.O_WRONLY | os.O_APPEND)
+        os.close(self._rfd)
+        self._rfd = os.open(self._manifest_path, os.O_RDONLY)
+        self._inline = moved
         self._msize = len(data)
-        self._records = 1
+        self._records = 1 + len(moved)
         self._synced = self._appended  # the snapshot, fsynced above, holds every live record
 
     def unlink(self, fk: FullKey, file_id: int) -> None:
+        if is_inline(file_id):  # nothing on disk until committed, and then the manifest owns it
+            with self._mlock:
+                self._pending.pop(file_id, None)
+            return
         _unlink(self.file_path(fk, file_id))
 
 

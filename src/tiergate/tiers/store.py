@@ -138,7 +138,8 @@ class TieredStore:
             self._tiers[HOST] = _TierState(HOST, self.host.budget_bytes, make_policy(cfg.policy))
         self._pin_memory = self.host.pin_memory if self.host else torch.cuda.is_available()
         if cfg.disk.enabled and cfg.disk.path is not None and cfg.disk.budget_bytes > 0:
-            self.disk = DiskTier(cfg.disk.path, cfg.disk.budget_bytes, fsync=cfg.disk.fsync)
+            self.disk = DiskTier(cfg.disk.path, cfg.disk.budget_bytes, fsync=cfg.disk.fsync,
+                                 inline_max=cfg.disk.inline_max_bytes)
             self._tiers[DISK] = _TierState(DISK, self.disk.budget_bytes, make_policy(cfg.policy))
         elif cfg.disk.enabled and cfg.disk.path is None:
             log.info("disk tier disabled: disk.path is not set")
@@ -765,6 +766,25 @@ class TieredStore:
             blob = None
         out = self._from_redis(fk, blob, as_, device, None)
         return default if out is _MISS else out
+
+    def peek(self, namespace: str, key: str) -> Any:
+        """The object when host memory holds it, else None; never reads disk or Redis and never
+        waits for the lock (None while another thread holds it): safe on an event loop. Counted
+        as a hit like `get`; expiry and promotion are left to `get`."""
+        fk = self._fk(namespace, key)
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            e = self._entries.get(fk)
+            if e is None or e.value is None or e.mem is not HOST or e.meta.expired(self._clock()):
+                return None
+            e.meta.hits += 1
+            e.meta.accessed_at = self._clock()
+            self._tiers[HOST].policy.touch(fk, e.meta)
+            self._count_hit(HOST, fk[0])
+            return e.value
+        finally:
+            self._lock.release()
 
     def get_many(
         self,
