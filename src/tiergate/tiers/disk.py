@@ -238,7 +238,7 @@ class DiskTier:
             start = pos + rec_size
             op = data[start] if start < n else 0
             try:
-                if op == _OP_PUT or op == _OP_PUT_INLINE:
+                if op in (_OP_PUT, _OP_PUT_INLINE):
                     blen, crc, _, fid, fsize, size, cost, created, expires, nl, kl, dl, nd = unpack_rec_put(data, pos)
                 else:
                     blen, crc = unpack_rec(data, pos)
@@ -249,7 +249,7 @@ class DiskTier:
             if end > n or blen == 0 or checked <= start or crc32(mv[start:checked]) != crc:
                 break
             try:
-                if op == _OP_PUT or op == _OP_PUT_INLINE:
+                if op in (_OP_PUT, _OP_PUT_INLINE):
                     p = start + put_size
                     nsb = data[p : p + nl]
                     ns = strings.get(nsb) or strings.setdefault(nsb, nsb.decode())
