@@ -64,6 +64,8 @@ class AnnIndex:
         """An empty index for `size` vectors: flat under `flat_max`, else HNSW."""
         import faiss  # here, not at module level: importing the settings must not need faiss
 
+        # One thread: partitions are small, and on a busy machine an OpenMP team costs more in
+        # start-up and barrier waits than it saves (the cache is faiss's only user here).
         faiss.omp_set_num_threads(1)
         sq = faiss.ScalarQuantizer
         qtype = sq.QT_fp16 if self.vector_range is None else sq.QT_8bit_uniform
