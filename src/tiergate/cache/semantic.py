@@ -174,13 +174,13 @@ class SemanticCache:
         if not self._lock.acquire(timeout=_QUICK_WAIT_S):
             return None
         try:
-            entry = self._find(tenant, key_label(view.exact_key))
-            if entry is None or entry.expired(self.clock()):
+            entry, now = self._find(tenant, key_label(view.exact_key)), self.clock()
+            if entry is None or entry.expired(now):
                 return None
             payload = self.store.peek(self._ns(tenant), f"p/{entry.id}")
             if payload is None:
                 return None
-            self._parts[(entry.tenant, entry.category)].touch(entry.label)
+            self._touch(entry, now)
         finally:
             self._lock.release()
         return Lookup("exact", entry.category, 1.0, bytes(payload), entry.id, view=view)

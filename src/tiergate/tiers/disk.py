@@ -417,9 +417,6 @@ class DiskTier:
             raise _full_error(self.path, e, f"writing {total} bytes") from e
         return file_id, total
 
-    def discard(self, fk: FullKey, file_id: int) -> None:
-        self.unlink(fk, file_id)
-
     def read(
         self,
         meta: ObjectMeta,
