@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from tiergate.kvstore.model import LayerModel
+from tiergate.kvstore.model import LayerModel, query_groups
 from tiergate.kvstore.rope import apply_rope
 
 
@@ -58,12 +58,15 @@ class BlendResult:
 
 
 class _Feeder:
-    """Puts each layer of the stored spans into the working KV buffer.
+    """Puts the stored spans into the working KV buffers.
 
     On CUDA with spans in host memory, layer i+1 is copied on a side stream while layer i
-    computes; elsewhere copies happen when the layer is needed."""
+    computes (the caller rotates each layer's keys once they arrived). Spans already on the
+    model's device are copied once, all layers per span, and their keys rotated to their
+    positions in `kpost` on the way."""
 
-    def __init__(self, spans: list[Span], kbuf: torch.Tensor, vbuf: torch.Tensor) -> None:
+    def __init__(self, spans: list[Span], kbuf: torch.Tensor, vbuf: torch.Tensor, kpost: torch.Tensor,
+                 cos: torch.Tensor, sin: torch.Tensor) -> None:
         self.spans = spans
         self.kbuf, self.vbuf = kbuf, vbuf
         dev = kbuf.device
@@ -71,6 +74,12 @@ class _Feeder:
         self.stream = torch.cuda.Stream(dev) if self.async_ else None
         self.events: dict[int, torch.cuda.Event] = {}
         self.layers = kbuf.shape[0]
+        if not self.async_:
+            for s in spans:
+                at = slice(s.start, s.start + s.n)
+                kbuf[:, :, at].copy_(s.kv[:, 0])
+                vbuf[:, :, at].copy_(s.kv[:, 1])
+                kpost[:, :, at] = apply_rope(s.kv[:, 0], cos[:, at], sin[:, at])
 
     def _copy(self, layer: int) -> None:
         for s in self.spans:
@@ -90,10 +99,7 @@ class _Feeder:
         self.events[layer] = ev
 
     def wait(self, layer: int) -> None:
-        if not self.spans:
-            return
         if not self.async_:
-            self._copy(layer)
             return
         self.issue(layer)
         torch.cuda.current_stream(self.kbuf.device).wait_event(self.events.pop(layer))
@@ -204,15 +210,17 @@ def blend_prefill(
     kbuf = torch.empty((L, H, N, D), dtype=lm.dtype, device=dev)
     vbuf = torch.empty((L, H, N, D), dtype=lm.dtype, device=dev)
     kpost = torch.empty((L, H, N, D), dtype=lm.dtype, device=dev)
-    feeder = _Feeder(spans, kbuf, vbuf)
+    cos, sin = lm.cos_sin(torch.arange(N, device=dev))
+    feeder = _Feeder(spans, kbuf, vbuf, kpost, cos[0], sin[0])
     feeder.issue(0)
 
     active_cpu = ((kind == 0) | (kind == 1)).nonzero().flatten() if selecting else (kind == 0).nonzero().flatten()
     all_active = active_cpu.numel() == N
     active = active_cpu.to(dev)
     ids = torch.tensor(token_ids, device=dev)
-    cos, sin = lm.cos_sin(torch.arange(N, device=dev))
+    cos_a, sin_a = cos[:, :, active], sin[:, :, active]  # of the active tokens
     hidden = lm.embed(ids[active])[None]
+    groups: list[int] | None = None  # query groups of the active set, for attention
     token_layers = 0.0
     ratios: dict[int, float] = {}
     means: dict[int, float] = {}
@@ -238,29 +246,37 @@ def blend_prefill(
                 deviation, chunk_of[approx_pos], ratio, adaptive, reference_deviation, max_ratio, score
             )
             recomputed = int(picked.numel())
-            # Fresh values are better than stored ones for every token computed at this layer.
+        # Fresh K/V for every token computed in this layer (at the selection layer, all the
+        # approx tokens too: fresh values are better than stored ones).
+        if all_active:
+            kbuf[layer].copy_(k[0])
+            vbuf[layer].copy_(v[0])
+            kpost[layer] = apply_rope(k[0], cos[0], sin[0])
+        else:
             kbuf[layer].index_copy_(1, active, k[0])
             vbuf[layer].index_copy_(1, active, v[0])
+            if feeder.async_:  # the stored keys of this layer just arrived, pre-RoPE
+                kpost[layer] = apply_rope(kbuf[layer], cos[0], sin[0])
+            else:
+                kpost[layer].index_copy_(1, active, apply_rope(k[0], cos_a[0], sin_a[0]))
+        if layer == select_layer:
             keep = ~is_approx
             keep[is_approx.nonzero().flatten()[picked]] = True
             keep_d = keep.to(dev)
             active_cpu = active_cpu[keep]
             active = active_cpu.to(dev)
+            cos_a, sin_a = cos[:, :, active], sin[:, :, active]
+            groups = None
             q, hidden = q[:, :, keep_d], hidden[:, keep_d]
             all_active = active_cpu.numel() == N
-        elif all_active:
-            kbuf[layer].copy_(k[0])
-            vbuf[layer].copy_(v[0])
-        else:
-            kbuf[layer].index_copy_(1, active, k[0])
-            vbuf[layer].index_copy_(1, active, v[0])
-        kpost[layer] = apply_rope(kbuf[layer], cos[0], sin[0])
         if all_active:
             qpost = apply_rope(q, cos, sin)
             out = lm.attend(layer, qpost, kpost[layer][None], vbuf[layer][None], None, N)
         else:
-            qpost = apply_rope(q, cos[:, :, active], sin[:, :, active])
-            out = lm.attend(layer, qpost, kpost[layer][None], vbuf[layer][None], active, N)
+            qpost = apply_rope(q, cos_a, sin_a)
+            if groups is None:
+                groups = query_groups(active_cpu)
+            out = lm.attend(layer, qpost, kpost[layer][None], vbuf[layer][None], active, N, groups)
         if attention is not None:
             tail = active > last_approx
             attention += _tail_attention(lm, qpost[:, :, tail], active[tail], kpost[layer])

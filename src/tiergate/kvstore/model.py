@@ -9,13 +9,17 @@ self_attn.{q,k,v,o}_proj [+ q_norm/k_norm], norm, lm_head, rotary_emb) and nothi
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 SUPPORTED_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
+_QUERY_GROUP = 256  # queries per masked attention call (see LayerModel.attend)
+_MASK_COST = 1.2  # a masked key score costs about this many causal (flash) ones, measured on CPU
 
 
 class UnsupportedModelError(ValueError):
@@ -82,25 +86,46 @@ class LayerModel:
 
     def attend(
         self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-        q_pos: torch.Tensor | None, k_len: int,
+        q_pos: torch.Tensor | None, k_len: int, groups: list[int] | None = None,
     ) -> torch.Tensor:
         """Attention of post-RoPE queries over post-RoPE keys 0..k_len-1; (1,n,Hq*D).
 
-        `q_pos` None means the queries are all k_len tokens in order (plain causal)."""
+        `q_pos` None means the queries are all k_len tokens in order (plain causal); otherwise
+        the queries' positions, ascending. `groups` is `query_groups(q_pos)`, when the caller
+        has it (it reads positions on the host: a device sync on CUDA)."""
         window = self.windows[layer]
         if q_pos is None and window is None:
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scaling, enable_gqa=True)
-        else:
-            if q_pos is None:
-                q_pos = torch.arange(k_len, device=q.device)
-            kp = torch.arange(k_len, device=q.device)
-            mask = kp[None, :] <= q_pos[:, None]
+            with _no_plan_per_shape(q):
+                out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scaling, enable_gqa=True)
+            return out.transpose(1, 2).reshape(1, q.shape[2], -1)
+        if q_pos is None:
+            q_pos = torch.arange(k_len, device=q.device)
+        n = q.shape[2]
+        groups = groups if groups is not None else query_groups(q_pos)
+        if window is None and (q.is_cuda or _MASK_COST * _QUERY_GROUP * sum(groups) > k_len * k_len / 2):
+            # Causal attention over all positions, the rows of tokens not computed left at zero.
+            # On CUDA this beats every masked kernel (measured on H100: flash skips the masked
+            # half, a mask does not); on the CPU, when the queries are dense.
+            full = q.new_zeros(1, q.shape[1], k_len, q.shape[3])
+            full[:, :, q_pos] = q
+            with _no_plan_per_shape(q):
+                out = F.scaled_dot_product_attention(full, k, v, is_causal=True, scale=self.scaling, enable_gqa=True)
+            return out[:, :, q_pos].transpose(1, 2).reshape(1, n, -1)
+        # A mask makes SDPA score every key it is given. Queries go in groups (they are in
+        # position order), each against the keys up to its last position only.
+        parts = []
+        for g, last in enumerate(groups):
+            qp = q_pos[g * _QUERY_GROUP : (g + 1) * _QUERY_GROUP]
+            kp = torch.arange(last + 1, device=q.device)
+            mask = kp[None, :] <= qp[:, None]
             if window is not None:
-                mask &= kp[None, :] > q_pos[:, None] - window
-            out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask[None, None], scale=self.scaling, enable_gqa=True
-            )
-        return out.transpose(1, 2).reshape(1, q.shape[2], -1)
+                mask &= kp[None, :] > qp[:, None] - window
+            parts.append(F.scaled_dot_product_attention(
+                q[:, :, g * _QUERY_GROUP : (g + 1) * _QUERY_GROUP], k[:, :, : last + 1], v[:, :, : last + 1],
+                attn_mask=mask[None, None], scale=self.scaling, enable_gqa=True,
+            ))
+        out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
+        return out.transpose(1, 2).reshape(1, n, -1)
 
     def finish(self, layer: int, hidden: torch.Tensor, attn_out: torch.Tensor) -> torch.Tensor:
         blk = self.layers[layer]
@@ -110,6 +135,22 @@ class LayerModel:
     def logits(self, hidden_last: torch.Tensor) -> torch.Tensor:
         """Logits (vocab,) of one hidden state (1,1,d)."""
         return self.lm_head(self.norm(hidden_last))[0, -1]
+
+
+def _no_plan_per_shape(q: torch.Tensor) -> contextlib.AbstractContextManager:
+    """On CUDA, attention without cuDNN's kernel: it builds a plan for every new shape (~70 ms
+    on H100), and prompt lengths, like the set of tokens recomputed, change on every request."""
+    if not q.is_cuda:
+        return contextlib.nullcontext()
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+
+
+def query_groups(q_pos: torch.Tensor) -> list[int]:
+    """The last position of each group of `_QUERY_GROUP` queries, for `LayerModel.attend`."""
+    bounds = q_pos[_QUERY_GROUP - 1 :: _QUERY_GROUP].tolist()
+    if q_pos.numel() % _QUERY_GROUP:
+        bounds.append(int(q_pos[-1]))
+    return bounds
 
 
 def _sliding_windows(cfg: Any, n_layers: int) -> list[int | None]:
