@@ -97,6 +97,22 @@ def test_slow_tier_chunks_are_recomputed_instead_of_loaded(make_engine: Callable
     assert text == off_text  # everything was computed: the full prefill's answer
 
 
+def test_requests_prefill_in_full_while_blending_is_measured_slower(make_engine: Callable[..., Engine]) -> None:
+    engine = make_engine()
+    costs = engine.kv_store.costs
+    req = request([0, 1, 2], max_tokens=16)
+    off_text, _ = answer(engine, dataclasses.replace(req, kv=dataclasses.replace(req.kv, enabled=False)))
+    answer(engine, req)  # stores the chunks
+    _, fin = answer(engine, req)
+    assert fin.usage.cached_tokens > 0 and costs.blend_overhead_seconds is not None
+    for _ in range(100):  # a blend's overhead is now a full prefill's cost (a launch-bound GPU)
+        costs.observe_blend(0, 1e3, 1e3 * costs.token_layer_seconds)
+    text, fin = answer(engine, req)
+    assert fin.usage.cached_tokens == 0 and fin.usage.recomputed_tokens == 0
+    assert engine.kv_store.stats.as_dict()["blends_skipped"] == 1
+    assert text == off_text
+
+
 def test_selective_recompute_is_closer_to_full_prefill(make_engine: Callable[..., Engine]) -> None:
     engine = make_engine()
     warm = request([0, 1, 2, 3])

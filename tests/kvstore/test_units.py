@@ -11,7 +11,7 @@ import torch
 from tiergate.kvstore import KVFormat, KVStats, chunk_key, prefix_block_keys
 from tiergate.kvstore.codec import BadKVError
 from tiergate.kvstore.config import KVOptions
-from tiergate.kvstore.decide import CostModel
+from tiergate.kvstore.decide import EXPLORE_EVERY, CostModel
 from tiergate.kvstore.rope import apply_rope, delta_rotate
 
 KEY_ARGS = ("smollm2@abc", "tok123", "L2H1D4-float32-none", (1, 2, 3), (10, 20, 30, 40))
@@ -88,6 +88,16 @@ def test_cost_model_prefers_recompute_for_slow_tiers() -> None:
         costs.observe_load("disk", 100 << 20, 1.0)
     assert costs.should_load("host", 10 << 20, 100, 32, 6)
     assert not costs.should_load("disk", 10 << 20, 100, 32, 6)
+
+
+def test_cost_model_blends_only_while_blending_beats_a_full_prefill() -> None:
+    costs = CostModel()
+    assert costs.blend_pays(1e6, 3e5, 1e6)  # nothing measured yet: blend
+    costs.observe_prefill(token_layers=1e6, seconds=0.01)  # 10 ns per token-layer
+    costs.observe_blend(token_layers=3e5, prompt_token_layers=1e6, seconds=0.009)  # 6 ns overhead
+    assert costs.blend_pays(1e6, 1e5, 1e6)  # 1 + 6 ms < 10 ms
+    asks = [costs.blend_pays(1e6, 5e5, 1e6) for _ in range(2 * EXPLORE_EVERY)]  # 5 + 6 ms > 10 ms
+    assert asks.count(True) == 2  # only the periodic exploration blends
 
 
 def test_stats_dict_and_prometheus_collector() -> None:

@@ -9,16 +9,15 @@ self_attn.{q,k,v,o}_proj [+ q_norm/k_norm], norm, lm_head, rotary_emb) and nothi
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 SUPPORTED_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 _QUERY_GROUP = 256  # queries per masked attention call (see LayerModel.attend)
+_CUDA_LENGTH_STEP = 256  # attention lengths on CUDA are padded to a multiple of this
 _MASK_COST = 1.2  # a masked key score costs about this many causal (flash) ones, measured on CPU
 
 
@@ -95,21 +94,18 @@ class LayerModel:
         has it (it reads positions on the host: a device sync on CUDA)."""
         window = self.windows[layer]
         if q_pos is None and window is None:
-            with _no_plan_per_shape(q):
-                out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scaling, enable_gqa=True)
-            return out.transpose(1, 2).reshape(1, q.shape[2], -1)
+            return self._causal(q, k, v).transpose(1, 2).reshape(1, q.shape[2], -1)
         if q_pos is None:
             q_pos = torch.arange(k_len, device=q.device)
         n = q.shape[2]
         groups = groups if groups is not None else query_groups(q_pos)
         if window is None and (q.is_cuda or _MASK_COST * _QUERY_GROUP * sum(groups) > k_len * k_len / 2):
             # Causal attention over all positions, the rows of tokens not computed left at zero.
-            # On CUDA this beats every masked kernel (measured on H100: flash skips the masked
-            # half, a mask does not); on the CPU, when the queries are dense.
+            # On CUDA this beats every masked kernel (measured on H100: a mask costs about as
+            # much as causal attention over all rows); on the CPU, when the queries are dense.
             full = q.new_zeros(1, q.shape[1], k_len, q.shape[3])
             full[:, :, q_pos] = q
-            with _no_plan_per_shape(q):
-                out = F.scaled_dot_product_attention(full, k, v, is_causal=True, scale=self.scaling, enable_gqa=True)
+            out = self._causal(full, k, v)
             return out[:, :, q_pos].transpose(1, 2).reshape(1, n, -1)
         # A mask makes SDPA score every key it is given. Queries go in groups (they are in
         # position order), each against the keys up to its last position only.
@@ -127,6 +123,18 @@ class LayerModel:
         out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
         return out.transpose(1, 2).reshape(1, n, -1)
 
+    def _causal(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Causal attention, q, k and v all (1, H, n, D). On CUDA the length is padded to a
+        multiple of `_CUDA_LENGTH_STEP`: cuDNN's kernel builds a plan for every new shape (~70 ms
+        on H100), and prompt lengths change on every request. The padded keys come after every
+        real query, so causality masks them."""
+        n = q.shape[2]
+        pad = -n % _CUDA_LENGTH_STEP if q.is_cuda else 0
+        if pad:
+            q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scaling, enable_gqa=True)
+        return out[:, :, :n] if pad else out
+
     def finish(self, layer: int, hidden: torch.Tensor, attn_out: torch.Tensor) -> torch.Tensor:
         blk = self.layers[layer]
         h = hidden + blk.self_attn.o_proj(attn_out)
@@ -135,14 +143,6 @@ class LayerModel:
     def logits(self, hidden_last: torch.Tensor) -> torch.Tensor:
         """Logits (vocab,) of one hidden state (1,1,d)."""
         return self.lm_head(self.norm(hidden_last))[0, -1]
-
-
-def _no_plan_per_shape(q: torch.Tensor) -> contextlib.AbstractContextManager:
-    """On CUDA, attention without cuDNN's kernel: it builds a plan for every new shape (~70 ms
-    on H100), and prompt lengths, like the set of tokens recomputed, change on every request."""
-    if not q.is_cuda:
-        return contextlib.nullcontext()
-    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
 
 def query_groups(q_pos: torch.Tensor) -> list[int]:

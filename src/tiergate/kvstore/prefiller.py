@@ -138,6 +138,14 @@ class KVPrefiller:
                 stats.add_tier("chunk_hits", loc.tier)
                 spans.append(Span(pos, kv, exact=False, chunk=j))
 
+        approx = sum(s.n for s in spans if not s.exact)
+        if approx:
+            exact = sum(s.n for s in spans if s.exact)
+            fresh = n - exact - approx
+            blend_layers = fresh * layers + approx * min(layers, cfg.full_layers + 1 + ratio * layers)
+            if not store.costs.blend_pays((n - exact) * layers, blend_layers, n * layers):
+                stats.add(blends_skipped=1)
+                spans = [s for s in spans if s.exact]
         t_blend = time.perf_counter()
         result = blend_prefill(
             self.lm, ids, spans, ratio=ratio, full_layers=cfg.full_layers, adaptive=adaptive,
@@ -166,6 +174,8 @@ class KVPrefiller:
             # Calibrate compute speed on prefills that reused nothing (KV off too): a blend's time
             # also holds the copies of the spans it reuses, and would make recomputing look dearer.
             self.store.costs.observe_prefill(result.token_layers, compute_seconds)
+        elif self.store is not None and not all(s.exact for s in spans):
+            self.store.costs.observe_blend(result.token_layers, n * layers, compute_seconds)
         if store is not None:
             costs = store.costs
             full_estimate = costs.saved_seconds(n, layers, 0.0)

@@ -14,7 +14,7 @@ from typing import Any
 _SCALARS = (
     "requests", "chunk_misses", "chunk_corrupt", "prefix_block_misses", "tokens_prompt",
     "tokens_reused", "tokens_recomputed", "tokens_computed", "chunks_stored", "prefix_blocks_stored",
-    "bytes_stored", "ttft_saved_seconds", "prefill_seconds", "populate_seconds",
+    "bytes_stored", "ttft_saved_seconds", "prefill_seconds", "populate_seconds", "blends_skipped",
 )
 _PER_TIER = ("chunk_hits", "chunk_skipped", "prefix_block_hits", "load_bytes", "load_seconds")
 
@@ -33,6 +33,7 @@ _HELP = {
     "ttft_saved_seconds": "Estimated time to first token saved against a full prefill",
     "prefill_seconds": "Time spent in prefill",
     "populate_seconds": "Time spent computing chunk KV after requests",
+    "blends_skipped": "Requests prefilled in full because blending was measured slower here",
     "chunk_hits": "Chunks whose KV was found, by tier",
     "chunk_skipped": "Chunks found but recomputed because loading was slower, by tier",
     "prefix_block_hits": "Prefix blocks found, by tier",
