@@ -91,14 +91,16 @@ class LayerModel:
 
         `q_pos` None means the queries are all k_len tokens in order (plain causal); otherwise
         the queries' positions, ascending. `groups` is `query_groups(q_pos)`, when the caller
-        has it (it reads positions on the host: a device sync on CUDA)."""
+        has it: it reads positions on the host (a device sync on CUDA, where the masked path
+        is only taken for sliding windows)."""
         window = self.windows[layer]
         if q_pos is None and window is None:
             return self._causal(q, k, v).transpose(1, 2).reshape(1, q.shape[2], -1)
         if q_pos is None:
             q_pos = torch.arange(k_len, device=q.device)
         n = q.shape[2]
-        groups = groups if groups is not None else query_groups(q_pos)
+        if not q.is_cuda and groups is None:
+            groups = query_groups(q_pos)
         if window is None and (q.is_cuda or _MASK_COST * _QUERY_GROUP * sum(groups) > k_len * k_len / 2):
             # Causal attention over all positions, the rows of tokens not computed left at zero.
             # On CUDA this beats every masked kernel (measured on H100: a mask costs about as
@@ -107,6 +109,7 @@ class LayerModel:
             full[:, :, q_pos] = q
             out = self._causal(full, k, v)
             return out[:, :, q_pos].transpose(1, 2).reshape(1, n, -1)
+        groups = groups if groups is not None else query_groups(q_pos)
         # A mask makes SDPA score every key it is given. Queries go in groups (they are in
         # position order), each against the keys up to its last position only.
         parts = []
