@@ -140,3 +140,26 @@ def test_tail_attention_matches_softmax_of_sdpa_weights() -> None:
     want = torch.softmax(logits, -1).mean(dim=(0, 1))
     torch.testing.assert_close(got, want)
     assert float(got.sum()) == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("computed", [300, 1900], ids=["sparse-grouped", "dense-causal"])
+def test_attention_of_a_query_subset_equals_those_rows_of_causal_attention(computed: int) -> None:
+    from types import SimpleNamespace
+
+    import torch.nn.functional as F
+
+    from tiergate.kvstore.model import LayerModel, query_groups
+
+    torch.manual_seed(0)
+    n, heads, kv_heads, dim = 2000, 4, 2, 16
+    q = torch.randn(1, heads, n, dim)
+    k, v = torch.randn(1, kv_heads, n, dim), torch.randn(1, kv_heads, n, dim)
+    lm = SimpleNamespace(windows=[None], scaling=dim**-0.5)
+    lm._causal = LayerModel._causal.__get__(lm)
+    pos = torch.sort(torch.randperm(n - 1)[:computed]).values
+    pos = torch.cat((pos, torch.tensor([n - 1])))
+    if computed < 1000:
+        assert len(query_groups(pos)) > 1  # the grouped path, with more than one group
+    out = LayerModel.attend(lm, 0, q[:, :, pos], k, v, pos, n)
+    ref = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=lm.scaling, enable_gqa=True)
+    torch.testing.assert_close(out, ref[:, :, pos].transpose(1, 2).reshape(1, pos.numel(), -1), atol=1e-5, rtol=1e-4)
