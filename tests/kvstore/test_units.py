@@ -163,3 +163,16 @@ def test_attention_of_a_query_subset_equals_those_rows_of_causal_attention(compu
     out = LayerModel.attend(lm, 0, q[:, :, pos], k, v, pos, n)
     ref = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=lm.scaling, enable_gqa=True)
     torch.testing.assert_close(out, ref[:, :, pos].transpose(1, 2).reshape(1, pos.numel(), -1), atol=1e-5, rtol=1e-4)
+
+
+def test_causal_attention_padded_to_a_length_step_equals_unpadded() -> None:
+    from types import SimpleNamespace
+
+    from tiergate.kvstore.model import LayerModel
+
+    torch.manual_seed(0)
+    q, k, v = torch.randn(1, 4, 300, 16), torch.randn(1, 2, 300, 16), torch.randn(1, 2, 300, 16)
+    lm = SimpleNamespace(scaling=0.25)
+    padded = LayerModel._causal(lm, q, k, v, step=256)  # padded to 512, as on CUDA
+    assert padded.shape == (1, 4, 300, 16)
+    torch.testing.assert_close(padded, LayerModel._causal(lm, q, k, v, step=1), atol=1e-5, rtol=1e-4)

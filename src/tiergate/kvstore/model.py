@@ -126,13 +126,14 @@ class LayerModel:
         out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
         return out.transpose(1, 2).reshape(1, n, -1)
 
-    def _causal(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Causal attention, q, k and v all (1, H, n, D). On CUDA the length is padded to a
-        multiple of `_CUDA_LENGTH_STEP`: cuDNN's kernel builds a plan for every new shape (~70 ms
-        on H100), and prompt lengths change on every request. The padded keys come after every
-        real query, so causality masks them."""
+    def _causal(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, step: int | None = None) -> torch.Tensor:
+        """Causal attention, q, k and v all (1, H, n, D), the length padded to a multiple of
+        `step`: by default `_CUDA_LENGTH_STEP` on CUDA, where cuDNN's kernel builds a plan for
+        every new shape (~70 ms on H100) and prompt lengths change on every request. The padded
+        keys come after every real query, so causality masks them."""
         n = q.shape[2]
-        pad = -n % _CUDA_LENGTH_STEP if q.is_cuda else 0
+        step = step or (_CUDA_LENGTH_STEP if q.is_cuda else 1)
+        pad = -n % step
         if pad:
             q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
         out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scaling, enable_gqa=True)
