@@ -99,7 +99,7 @@ class LayerModel:
         if q_pos is None:
             q_pos = torch.arange(k_len, device=q.device)
         n = q.shape[2]
-        if not q.is_cuda and groups is None:
+        if groups is None and not (window is None and q.is_cuda):  # CUDA goes dense, below
             groups = query_groups(q_pos)
         if window is None and (q.is_cuda or _MASK_COST * _QUERY_GROUP * sum(groups) > k_len * k_len / 2):
             # Causal attention over all positions, the rows of tokens not computed left at zero.
@@ -109,7 +109,6 @@ class LayerModel:
             full[:, :, q_pos] = q
             out = self._causal(full, k, v)
             return out[:, :, q_pos].transpose(1, 2).reshape(1, n, -1)
-        groups = groups if groups is not None else query_groups(q_pos)
         # A mask makes SDPA score every key it is given. Queries go in groups (they are in
         # position order), each against the keys up to its last position only.
         parts = []

@@ -138,11 +138,11 @@ class KVPrefiller:
                 stats.add_tier("chunk_hits", loc.tier)
                 spans.append(Span(pos, kv, exact=False, chunk=j))
 
-        approx = sum(s.n for s in spans if not s.exact)
-        if approx:
+        approx_tokens = sum(s.n for s in spans if not s.exact)
+        if approx_tokens:
             exact = sum(s.n for s in spans if s.exact)
-            fresh = n - exact - approx
-            blend_layers = fresh * layers + approx * min(layers, cfg.full_layers + 1 + ratio * layers)
+            fresh = n - exact - approx_tokens
+            blend_layers = fresh * layers + approx_tokens * min(layers, cfg.full_layers + 1 + ratio * layers)
             if not store.costs.blend_pays((n - exact) * layers, blend_layers, n * layers):
                 stats.add(blends_skipped=1)
                 spans = [s for s in spans if s.exact]
